@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh clone: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+AZURITE_DIR := .azurite
+
+.PHONY: setup demo test lint format bench azurite azurite-stop clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required; set PYTHON=/path/to/python3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: setup
+	$(PY) -m localdev.demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup
+	$(PY) -m bench
+
+# Azurite on the default ports in the background, data in $(AZURITE_DIR) (for func start).
+azurite: setup
+	$(PY) -m localdev.azurite start
+
+azurite-stop:
+	-$(PY) -m localdev.azurite stop
+
+clean: azurite-stop
+	rm -rf $(VENV) node_modules $(AZURITE_DIR) .pytest_cache .ruff_cache .bench

@@ -1,0 +1,74 @@
+"""Backup triggers: the daily timer, on-demand POST /api/backups and GET /api/backups."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict
+
+from backup.archiver import backup_tables, scheduled_backup, tables_to_back_up
+from tablebackup import catalog
+from tablebackup.clients import Storage
+from tablebackup.errors import InvalidInput, NotFound
+from tablebackup.httpapi import error_response, json_response, parse_body, parse_fields
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.function_name("backup_daily")
+@bp.timer_trigger(arg_name="timer", schedule="%BACKUP_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def backup_daily(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        log.warning("daily backup is running late")
+    run = scheduled_backup(Storage.from_settings())
+    log.info(run.summary(), extra={"backups": [m.backup for m in run.backups]})
+    if not run.ok:
+        # Failing the invocation is what fires the platform's retry and failure alert.
+        raise RuntimeError(run.summary())
+
+
+class BackupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tables: list[str] | None = None
+    all: bool = False
+
+
+@bp.function_name("backup_now")
+@bp.route(route="backups", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def backup_now(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        request = parse_body(req, BackupRequest)
+        if request.tables is not None and not request.tables:
+            raise InvalidInput("invalid request: tables: give at least one table, or leave it out")
+        storage = Storage.from_settings()
+        run = backup_tables(storage, tables_to_back_up(storage, request.tables, every_table=request.all))
+    except Exception as error:
+        return error_response(error)
+    if run.ok:
+        return json_response(run.as_json())
+    refused = {type(error) for error in run.failures.values()}
+    # Only tables that do not exist: the caller's mistake. Anything else is ours.
+    status = 404 if not run.backups and refused == {NotFound} else 500
+    return json_response({**run.as_json(), "error": run.summary()}, status)
+
+
+class ListRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    table: str | None = None
+
+
+@bp.function_name("list_backups")
+@bp.route(route="backups", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_backups(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        request = parse_fields(dict(req.params), ListRequest)
+        storage = Storage.from_settings()
+        table = request.table or storage.settings.table_name
+        manifests = catalog.list_backups(storage.backups, table)
+    except Exception as error:
+        return error_response(error)
+    return json_response({"table": table, "backups": [m.summary() for m in manifests]})

@@ -1,0 +1,11 @@
+"""The Azure Functions app: creates the FunctionApp and registers each capability's blueprint."""
+
+import azure.functions as func
+
+from backup.functions import bp as backup_blueprint
+from tablebackup import telemetry
+
+telemetry.configure()
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(backup_blueprint)

@@ -1,0 +1,186 @@
+"""The backup format: blob names, the manifest, and the streaming gzip NDJSON data blob.
+
+A backup `<table>-<yyyymmddThhmmss.ffffff>Z` is two blobs in the backup container:
+  <id>/data.ndjson.gz   gzip NDJSON, one entity per line (see tablebackup.entities)
+  <id>/manifest.json    written last; a backup without it is incomplete and never used
+Both are write-once. Names start with `<table>-` so lifecycle prefix rules can match a table.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobBlock, ContainerClient
+from pydantic import BaseModel, ConfigDict
+
+from tablebackup.errors import BackupError
+
+FORMAT = "azure-table-backup"
+FORMAT_VERSION = 1
+TOOL_VERSION = "0.1.0"
+DATA_BLOB = "data.ndjson.gz"
+MANIFEST_BLOB = "manifest.json"
+
+# Staged block size: large enough for throughput, small enough to bound memory.
+BLOCK_BYTES = 4 * 1024 * 1024
+# Fast compression: backups are network- and CPU-bound, and level 1 still shrinks JSON ~5x.
+GZIP_LEVEL = 1
+
+
+def new_backup_id(table: str, at: datetime) -> str:
+    return f"{table}-{at.astimezone(UTC):%Y%m%dT%H%M%S.%f}Z"
+
+
+def data_blob_name(backup_id: str) -> str:
+    return f"{backup_id}/{DATA_BLOB}"
+
+
+def manifest_blob_name(backup_id: str) -> str:
+    return f"{backup_id}/{MANIFEST_BLOB}"
+
+
+class Manifest(BaseModel):
+    """What a complete backup holds; its presence is what makes the backup complete."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    backup: str
+    table: str
+    source_account: str
+    kind: str = "full"
+    started_at: datetime
+    finished_at: datetime
+    entities: int
+    bytes: int
+    sha256: str
+    data_blob: str
+    compression: str = "gzip"
+    encoding: str = "ndjson-odata-minimalmetadata"
+    tool_version: str = TOOL_VERSION
+
+    def summary(self) -> dict:
+        """The fields users see for one backup, JSON-ready."""
+        return {
+            "backup": self.backup,
+            "table": self.table,
+            "kind": self.kind,
+            "entities": self.entities,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "taken_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "source_account": self.source_account,
+        }
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class _BlockSink(io.RawIOBase):
+    """A write-only file that stages what it receives as blocks of one block blob."""
+
+    def __init__(self, container: ContainerClient, name: str):
+        self._blob = container.get_blob_client(name)
+        self._buffer = bytearray()
+        self._blocks: list[str] = []
+        self._sha = hashlib.sha256()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._buffer += data
+        self._sha.update(data)
+        self.bytes += len(data)
+        if len(self._buffer) >= BLOCK_BYTES:
+            self._stage()
+        return len(data)
+
+    def _stage(self) -> None:
+        block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
+        self._blob.stage_block(block_id, bytes(self._buffer))
+        self._blocks.append(block_id)
+        self._buffer.clear()
+
+    def commit(self) -> str:
+        if self._buffer or not self._blocks:
+            self._stage()
+        try:
+            # If-None-Match: * makes the blob write-once.
+            self._blob.commit_block_list(
+                [BlobBlock(block_id) for block_id in self._blocks], match_condition=MatchConditions.IfMissing
+            )
+        except ResourceExistsError:
+            raise BackupError(f"blob {self._blob.blob_name!r} already exists; backups are never overwritten") from None
+        return self._sha.hexdigest()
+
+
+class DataBlobWriter:
+    """Streams NDJSON lines into a gzip block blob; memory stays at about one block."""
+
+    def __init__(self, container: ContainerClient, backup_id: str):
+        self.name = data_blob_name(backup_id)
+        self._sink = _BlockSink(container, self.name)
+        self._gzip = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+        self.entities = 0
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        self._gzip.write(b"".join(lines))
+        self.entities += len(lines)
+
+    def finish(self) -> tuple[int, str]:
+        """Commit the blob; returns its size in bytes and SHA-256."""
+        self._gzip.close()
+        sha256 = self._sink.commit()
+        return self._sink.bytes, sha256
+
+
+def write_manifest(container: ContainerClient, manifest: Manifest) -> None:
+    try:
+        container.upload_blob(
+            manifest_blob_name(manifest.backup),
+            manifest.model_dump_json(indent=2).encode(),
+            overwrite=False,
+        )
+    except ResourceExistsError:
+        raise BackupError(f"backup {manifest.backup!r} already has a manifest; backups are never overwritten") from None
+
+
+def read_data_lines(container: ContainerClient, manifest: Manifest) -> Iterator[bytes]:
+    """The data blob's lines, streamed and decompressed chunk by chunk."""
+    stream = container.get_blob_client(manifest.data_blob).download_blob()
+    reader = gzip.GzipFile(fileobj=_ChunkReader(stream.chunks()), mode="rb")
+    yield from io.BufferedReader(reader, buffer_size=1024 * 1024)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while not self._pending:
+            try:
+                self._pending = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        size = min(len(target), len(self._pending))
+        target[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size

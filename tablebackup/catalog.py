@@ -1,0 +1,61 @@
+"""The catalog of backups: the complete backups in the container, found by their manifests."""
+
+from __future__ import annotations
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient
+from pydantic import ValidationError
+
+from tablebackup.backupformat import MANIFEST_BLOB, Manifest, manifest_blob_name
+from tablebackup.errors import BackupError, NotFound, StorageUnavailable
+from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
+
+
+def _unreachable(container: ContainerClient, error: AzureError) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"backup storage at {container.url.split('?')[0]} is unreachable: {str(error).splitlines()[0]}"
+    )
+
+
+def read_manifest(container: ContainerClient, backup_id: str) -> Manifest:
+    """The manifest of one backup; NotFound if the backup does not exist or is incomplete."""
+    validate_backup_id(backup_id)
+    try:
+        data = container.download_blob(manifest_blob_name(backup_id)).readall()
+    except ResourceNotFoundError:
+        raise NotFound(f"backup {backup_id!r} not found (or incomplete: it has no manifest)") from None
+    except AzureError as error:
+        raise _unreachable(container, error) from error
+    try:
+        return Manifest.model_validate_json(data)
+    except ValidationError as error:
+        raise BackupError(f"backup {backup_id!r} has an unreadable manifest: {error.errors()[0]['msg']}") from None
+
+
+def backup_ids(container: ContainerClient, table: str) -> list[str]:
+    """Ids of the table's complete backups, newest first."""
+    validate_table_name(table)
+    ids = []
+    try:
+        for blob in container.list_blobs(name_starts_with=f"{table}-"):
+            backup_id, _, leaf = blob.name.partition("/")
+            if leaf == MANIFEST_BLOB and BACKUP_ID_RE.match(backup_id):
+                ids.append(backup_id)
+    except ResourceNotFoundError:
+        return []  # no container yet: no backups
+    except AzureError as error:
+        raise _unreachable(container, error) from error
+    # The id's timestamp sorts as text.
+    return sorted(ids, reverse=True)
+
+
+def list_backups(container: ContainerClient, table: str) -> list[Manifest]:
+    """The table's complete backups, newest first."""
+    return [read_manifest(container, backup_id) for backup_id in backup_ids(container, table)]
+
+
+def latest_backup(container: ContainerClient, table: str) -> Manifest:
+    ids = backup_ids(container, table)
+    if not ids:
+        raise NotFound(f"table {table!r} has no complete backup")
+    return read_manifest(container, ids[0])

@@ -1,0 +1,90 @@
+"""Storage clients built from the settings: connection strings locally, managed identity in Azure."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
+
+from tablebackup.settings import Settings, get_settings
+
+
+@functools.cache
+def _credential(client_id: str | None):
+    # Imported here: azure-identity is only needed where no connection string is given.
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
+def _transport_options(settings: Settings) -> dict:
+    return {
+        "connection_timeout": settings.storage_timeout_seconds,
+        "read_timeout": settings.storage_timeout_seconds,
+    }
+
+
+def table_service(settings: Settings) -> TableServiceClient:
+    """The Table service whose tables are backed up; retries 500, 503 and timeouts with backoff."""
+    options = {
+        **_transport_options(settings),
+        "retry_total": settings.storage_retries,
+        "retry_connect": settings.storage_retries,
+        "retry_read": settings.storage_retries,
+        "retry_status": settings.storage_retries,
+        "retry_backoff_factor": settings.storage_retry_backoff_seconds,
+        "retry_backoff_max": 60,
+    }
+    if settings.storage_connection_string:
+        return TableServiceClient.from_connection_string(settings.storage_connection_string, **options)
+    return TableServiceClient(
+        endpoint=settings.table_service_uri,
+        credential=_credential(settings.table_client_id),
+        **options,
+    )
+
+
+def blob_service(settings: Settings) -> BlobServiceClient:
+    """The Blob service that holds the backups."""
+    options = {
+        **_transport_options(settings),
+        "retry_policy": ExponentialRetry(
+            initial_backoff=settings.storage_retry_backoff_seconds,
+            increment_base=2,
+            retry_total=settings.storage_retries,
+        ),
+    }
+    if settings.backup_connection_string:
+        return BlobServiceClient.from_connection_string(settings.backup_connection_string, **options)
+    return BlobServiceClient(
+        account_url=settings.backup_blob_service_uri,
+        credential=_credential(settings.backup_client_id),
+        **options,
+    )
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The clients one operation needs, built once from one settings object."""
+
+    settings: Settings
+    tables: TableServiceClient
+    backups: ContainerClient
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Storage:
+        settings = settings or get_settings()
+        container = blob_service(settings).get_container_client(settings.backup_container)
+        return cls(settings=settings, tables=table_service(settings), backups=container)
+
+    @property
+    def account(self) -> str:
+        return self.tables.account_name
+
+    def ensure_backup_container(self) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            self.backups.create_container()

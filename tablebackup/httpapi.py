@@ -1,0 +1,64 @@
+"""Shaping HTTP requests and responses for the function blueprints: JSON in, JSON out, and every
+refusal a 4xx with a one-line {"error": ...} body."""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+
+import azure.functions as func
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from tablebackup.errors import BackupError, InvalidInput, NotFound, SettingsError, StorageUnavailable
+
+# Request bodies above this are refused before parsing.
+MAX_BODY_BYTES = 64 * 1024
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def json_response(body: dict, status: int = 200) -> func.HttpResponse:
+    return func.HttpResponse(orjson.dumps(body), status_code=status, mimetype="application/json")
+
+
+def error_response(error: Exception) -> func.HttpResponse:
+    """The status and one-line body for a failure; unexpected errors are not described."""
+    status = {
+        InvalidInput: 400,
+        NotFound: 404,
+        SettingsError: 500,
+        StorageUnavailable: 503,
+    }.get(type(error), 500 if isinstance(error, BackupError) else None)
+    if status is None:
+        logging.getLogger(__name__).error("unexpected error", exc_info=error)
+        return json_response({"error": "internal error; see the function's logs"}, 500)
+    return json_response({"error": str(error)}, status)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def parse_body(req: func.HttpRequest, model: type[Model]) -> Model:
+    """The JSON body validated against the model; an empty body means all defaults."""
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidInput(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return parse_fields(data, model)
+
+
+def parse_fields(data: dict, model: type[Model]) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InvalidInput(f"invalid request: {_describe(error)}") from None

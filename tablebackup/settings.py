@@ -1,0 +1,136 @@
+"""The app's settings: read once from the environment, validated, named as in the README."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tablebackup.errors import InvalidInput, SettingsError
+from tablebackup.names import validate_table_name
+
+# A blob container name: 3-63 lowercase letters, digits and single hyphens.
+_CONTAINER_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _as_value_error(check, value):
+    # pydantic reports only ValueError as a validation error of the field.
+    try:
+        return check(value)
+    except InvalidInput as error:
+        raise ValueError(str(error)) from None
+
+
+class Settings(BaseSettings):
+    """Every setting the app reads. Environment names are the aliases."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    # Where the tables live: a connection string, or an endpoint for an identity-based connection.
+    storage_connection_string: str | None = Field(None, alias="AZURE_STORAGE_CONNECTION_STRING", repr=False)
+    table_service_uri: str | None = Field(None, alias="TABLES__tableServiceUri")
+    table_client_id: str | None = Field(None, alias="TABLES__clientId")
+
+    # Where backups go.
+    backup_connection_string: str | None = Field(None, alias="BACKUP_BLOB_CONNECTION_STRING", repr=False)
+    backup_blob_service_uri: str | None = Field(None, alias="BACKUPS__blobServiceUri")
+    backup_client_id: str | None = Field(None, alias="BACKUPS__clientId")
+    backup_container: str = Field("table-backups", alias="BACKUP_CONTAINER")
+
+    table_name: str = Field("candidates", alias="TABLE_NAME")
+    backup_tables: str | None = Field(None, alias="BACKUP_TABLES")
+
+    # Transient failures (500, 503, timeouts) are retried this many times with exponential backoff.
+    storage_retries: int = Field(5, ge=0, le=20, alias="STORAGE_RETRIES")
+    storage_retry_backoff_seconds: float = Field(0.8, gt=0, le=60, alias="STORAGE_RETRY_BACKOFF_SECONDS")
+    storage_timeout_seconds: int = Field(60, ge=1, le=600, alias="STORAGE_TIMEOUT_SECONDS")
+
+    @field_validator(
+        "storage_connection_string",
+        "table_service_uri",
+        "backup_connection_string",
+        "backup_blob_service_uri",
+        "table_client_id",
+        "backup_client_id",
+        "backup_tables",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("table_service_uri", "backup_blob_service_uri")
+    @classmethod
+    def _is_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL such as https://<account>.table.core.windows.net")
+        return value
+
+    @field_validator("backup_container")
+    @classmethod
+    def _is_container_name(cls, value: str) -> str:
+        if not _CONTAINER_RE.match(value):
+            raise ValueError("must be 3-63 lowercase letters, digits or single hyphens")
+        return value
+
+    @field_validator("table_name")
+    @classmethod
+    def _is_table_name(cls, value: str) -> str:
+        return _as_value_error(validate_table_name, value)
+
+    @field_validator("backup_tables")
+    @classmethod
+    def _is_table_list(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "*":
+            return value
+        for name in value.split(","):
+            _as_value_error(validate_table_name, name.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _has_connections(self) -> Settings:
+        if not (self.storage_connection_string or self.table_service_uri):
+            raise SettingsError(
+                "AZURE_STORAGE_CONNECTION_STRING or TABLES__tableServiceUri must be set "
+                "(the storage account whose tables are backed up)"
+            )
+        if not (self.backup_connection_string or self.backup_blob_service_uri):
+            raise SettingsError(
+                "BACKUP_BLOB_CONNECTION_STRING or BACKUPS__blobServiceUri must be set "
+                "(the storage account that holds the backups)"
+            )
+        return self
+
+    @property
+    def scheduled_tables(self) -> list[str] | None:
+        """The tables the daily run backs up; None means every table in the account."""
+        if self.backup_tables is None:
+            return [self.table_name]
+        if self.backup_tables.strip() == "*":
+            return None
+        return [name.strip() for name in self.backup_tables.split(",") if name.strip()]
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    name = first["loc"][0] if first["loc"] else ""
+    field = Settings.model_fields.get(str(name))
+    setting = (field.alias if field and field.alias else str(name)) or "settings"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"setting {setting}: {message}"
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings now; a bad one raises SettingsError naming it."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The settings, read once per process."""
+    return load_settings()

@@ -1,0 +1,75 @@
+"""A real HTTP proxy on loopback in front of Azurite that can answer the next N requests with an
+error status, or hold them past the client's timeout, to exercise retries against real traffic."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+
+class FaultProxy:
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.failures: list[int | str] = []  # statuses, or "hang", for the next requests
+        self.seen: list[tuple[str, str, int]] = []  # (method, path, status answered)
+        self.hang_seconds = 3.0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy._lock:
+                    fault = proxy.failures.pop(0) if proxy.failures else None
+                if fault == "hang":
+                    time.sleep(proxy.hang_seconds)
+                    proxy.seen.append((self.command, self.path, 0))
+                    self.close_connection = True
+                    return
+                if fault is not None:
+                    proxy.seen.append((self.command, self.path, fault))
+                    payload = b'{"odata.error":{"code":"ServerBusy","message":{"value":"injected fault"}}}'
+                    self.send_response(fault)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+                upstream.request(self.command, self.path, body=body or None, headers=headers)
+                response = upstream.getresponse()
+                payload = response.read()
+                proxy.seen.append((self.command, self.path, response.status))
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in _HOP_HEADERS:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                upstream.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_MERGE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -41,7 +41,9 @@ def backup_table(storage: Storage, table: str, *, on_progress: Progress | None =
                 on_progress(writer.entities)
         size, sha256 = writer.finish()
     except AzureError as error:
-        raise StorageUnavailable(f"writing backup {backup_id!r} failed: {str(error).splitlines()[0]}") from error
+        raise StorageUnavailable(
+            f"writing backup {backup_id!r} to {storage.backups.url} failed: {str(error).splitlines()[0]}"
+        ) from error
     manifest = Manifest(
         backup=backup_id,
         table=table,

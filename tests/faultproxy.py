@@ -31,8 +31,8 @@ class FaultProxy:
                 with proxy._lock:
                     fault = proxy.failures.pop(0) if proxy.failures else None
                 if fault == "hang":
-                    time.sleep(proxy.hang_seconds)
                     proxy.seen.append((self.command, self.path, 0))
+                    time.sleep(proxy.hang_seconds)
                     self.close_connection = True
                     return
                 if fault is not None:

@@ -1,0 +1,99 @@
+"""Entity encoding and validation, without storage."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tablebackup.entities import check_entity, decode_line, edm_type, encode_line, writable
+from tablebackup.errors import InvalidInput
+from tablebackup.tablewriter import to_sdk_entity
+
+
+def test_encode_annotates_every_double_and_drops_the_etag():
+    line = encode_line({"odata.etag": "W/x", "PartitionKey": "p", "RowKey": "r", "two": 2.0, "i": 2, "s": "2"})
+
+    entity = orjson.loads(line)
+    assert line.endswith(b"\n") and b"\n" not in line[:-1]
+    assert "odata.etag" not in entity
+    assert (entity["two"], entity["two@odata.type"]) == (2.0, "Edm.Double")
+    assert [edm_type(entity, n) for n in ("two", "i", "s")] == ["Edm.Double", "Edm.Int32", "Edm.String"]
+
+
+def test_decode_accepts_every_valid_type():
+    entity = {
+        "PartitionKey": "",
+        "RowKey": "r",
+        "Timestamp": "2026-01-01T00:00:00.1234567Z",
+        "i64@odata.type": "Edm.Int64",
+        "i64": "-9223372036854775808",
+        "d@odata.type": "Edm.Double",
+        "d": "NaN",
+        "dt@odata.type": "Edm.DateTime",
+        "dt": "2024-01-02T03:04:05.1234567Z",
+        "g@odata.type": "Edm.Guid",
+        "g": "c9da6455-213d-42c9-9a79-3e9149a57833",
+        "b@odata.type": "Edm.Binary",
+        "b": "AAH/",
+        "i": -2147483648,
+        "t": True,
+        "s": "",
+    }
+    assert decode_line(orjson.dumps(entity)) == entity
+
+
+@pytest.mark.parametrize(
+    ("entity", "message"),
+    [
+        ({"RowKey": "r"}, "PartitionKey is missing"),
+        ({"PartitionKey": "p", "RowKey": 5}, "RowKey is missing or not a string"),
+        ({"PartitionKey": "p", "RowKey": "r", "x@odata.type": "Edm.Int64", "x": "9223372036854775808"}, "Edm.Int64"),
+        ({"PartitionKey": "p", "RowKey": "r", "x@odata.type": "Edm.Int64", "x": 5}, "Edm.Int64"),
+        ({"PartitionKey": "p", "RowKey": "r", "x": 2147483648}, "Edm.Int32"),
+        ({"PartitionKey": "p", "RowKey": "r", "x@odata.type": "Edm.Guid", "x": "nope"}, "Edm.Guid"),
+        ({"PartitionKey": "p", "RowKey": "r", "x@odata.type": "Edm.DateTime", "x": "yesterday"}, "Edm.DateTime"),
+        ({"PartitionKey": "p", "RowKey": "r", "x@odata.type": "Edm.Binary", "x": "%%%"}, "Edm.Binary"),
+        ({"PartitionKey": "p", "RowKey": "r", "x@odata.type": "Edm.Double", "x": "lots"}, "Edm.Double"),
+        ({"PartitionKey": "p", "RowKey": "r", "x@odata.type": "Edm.Decimal", "x": "1"}, "unknown type"),
+        ({"PartitionKey": "p", "RowKey": "r", "x@odata.type": "Edm.Int64"}, "has no property"),
+        ({"PartitionKey": "p", "RowKey": "r", "x": [1]}, "Edm.String"),
+    ],
+)
+def test_check_refuses_malformed_entities(entity, message):
+    with pytest.raises(InvalidInput, match=message):
+        check_entity(entity)
+
+
+def test_decode_refuses_non_json_and_non_objects():
+    with pytest.raises(InvalidInput, match="not JSON"):
+        decode_line(b"{oops")
+    with pytest.raises(InvalidInput, match="not a JSON object"):
+        decode_line(b"[1]")
+
+
+def test_writable_form_leaves_out_service_metadata():
+    entity = {"PartitionKey": "p", "RowKey": "r", "Timestamp": "t", "odata.etag": "e", "x": 1}
+    assert writable(entity) == {"PartitionKey": "p", "RowKey": "r", "x": 1}
+
+
+def test_sdk_write_form_passes_exact_values_through():
+    sdk = to_sdk_entity(
+        {
+            "PartitionKey": "p",
+            "RowKey": "r",
+            "Timestamp": "2026-01-01T00:00:00Z",
+            "i64@odata.type": "Edm.Int64",
+            "i64": "9223372036854775807",
+            "dt@odata.type": "Edm.DateTime",
+            "dt": "2024-01-02T03:04:05.1234567Z",
+            "b@odata.type": "Edm.Binary",
+            "b": "AAH/",
+            "d@odata.type": "Edm.Double",
+            "d": "-Infinity",
+        }
+    )
+    assert "Timestamp" not in sdk
+    assert sdk["i64"].value == "9223372036854775807" and sdk["i64"].edm_type.value == "Edm.Int64"
+    assert sdk["dt"].value == "2024-01-02T03:04:05.1234567Z"
+    assert sdk["b"].value == b"\x00\x01\xff"
+    assert sdk["d"].value == "-Infinity"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContainerClient
 from pydantic import BaseModel, ConfigDict
 
@@ -157,10 +157,27 @@ def write_manifest(container: ContainerClient, manifest: Manifest) -> None:
         raise BackupError(f"backup {manifest.backup!r} already has a manifest; backups are never overwritten") from None
 
 
+def _download(container: ContainerClient, manifest: Manifest):
+    try:
+        return container.get_blob_client(manifest.data_blob).download_blob()
+    except ResourceNotFoundError:
+        raise BackupError(
+            f"backup {manifest.backup!r} is damaged: its data blob {manifest.data_blob!r} is missing"
+        ) from None
+
+
+def read_data_sha256(container: ContainerClient, manifest: Manifest) -> tuple[str, int]:
+    """SHA-256 and size of the data blob as stored, streamed."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in _download(container, manifest).chunks():
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def read_data_lines(container: ContainerClient, manifest: Manifest) -> Iterator[bytes]:
     """The data blob's lines, streamed and decompressed chunk by chunk."""
-    stream = container.get_blob_client(manifest.data_blob).download_blob()
-    reader = gzip.GzipFile(fileobj=_ChunkReader(stream.chunks()), mode="rb")
+    reader = gzip.GzipFile(fileobj=_ChunkReader(_download(container, manifest).chunks()), mode="rb")
     yield from io.BufferedReader(reader, buffer_size=1024 * 1024)
 
 

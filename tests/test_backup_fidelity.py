@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import base64
 import gzip
-import math
 
 import orjson
 import pytest
-from azure.core.rest import HttpRequest
 from azure.data.tables import EdmType, EntityProperty
 
 from backup.archiver import backup_table
-from tablebackup.entities import TYPE_SUFFIX, edm_type
+from tablebackup.entities import TYPE_SUFFIX
 from tablebackup.tablewriter import submit_operations, upsert_operations
+from tests.wire import keyed, typed, wire_entities
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
-
-WIRE_HEADERS = {"Accept": "application/json;odata=minimalmetadata", "DataServiceVersion": "3.0"}
-
 
 def _entities() -> list[dict]:
     """SDK write forms of every case in the brief; EntityProperty keeps exact wire values."""
@@ -77,36 +73,6 @@ def _entities() -> list[dict]:
     ]
 
 
-def _wire_entities(client) -> list[dict]:
-    """The table as the service sends it, page by page, with no SDK entity model in between."""
-    entities, params = [], {}
-    while True:
-        request = HttpRequest("GET", f"/{client.table_name}()", params=params, headers=WIRE_HEADERS)
-        response = client._client.send_request(request)
-        assert response.status_code == 200
-        entities += orjson.loads(response.content)["value"]
-        next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
-        if next_pk is None:
-            return entities
-        params = {"NextPartitionKey": next_pk, "NextRowKey": response.headers.get("x-ms-continuation-NextRowKey")}
-
-
-def _typed(entity: dict) -> dict:
-    """name -> (EDM type, value), NaN made comparable; service metadata left out."""
-    typed = {}
-    for name, value in entity.items():
-        if name.endswith(TYPE_SUFFIX) or name.startswith("odata."):
-            continue
-        if isinstance(value, float) and math.isnan(value):
-            value = "NaN"
-        typed[name] = (edm_type(entity, name), value)
-    return typed
-
-
-def _keyed(entities: list[dict]) -> dict:
-    return {(e["PartitionKey"], e["RowKey"]): e for e in entities}
-
-
 def _backup_lines(storage, manifest) -> list[dict]:
     # Read with the plain SDK and gzip, independently of the app's own reader.
     data = storage.backups.download_blob(manifest.data_blob).readall()
@@ -125,13 +91,13 @@ def source(storage, unique_name):
 def test_backup_matches_the_service_wire_representation_exactly(storage, source):
     manifest = backup_table(storage, source.table_name)
     lines = _backup_lines(storage, manifest)
-    wire = _wire_entities(source)
+    wire = wire_entities(source)
 
     assert manifest.entities == len(lines) == len(wire) == len(_entities())
-    backed_up, served = _keyed(lines), _keyed(wire)
+    backed_up, served = keyed(lines), keyed(wire)
     assert backed_up.keys() == served.keys()
     for key, entity in served.items():
-        assert _typed(backed_up[key]) == _typed(entity), key
+        assert typed(backed_up[key]) == typed(entity), key
 
     int64 = backed_up[("types", "int64")]
     assert (int64["max"], int64["min"], int64["beyondDouble"]) == (str(INT64_MAX), str(INT64_MIN), str(2**53 + 1))
@@ -159,9 +125,9 @@ def test_entities_written_back_from_a_backup_are_identical(storage, source, uniq
 
     submit_operations(copy, upsert_operations(_backup_lines(storage, manifest)))
 
-    original, restored = _keyed(_wire_entities(source)), _keyed(_wire_entities(copy))
+    original, restored = keyed(wire_entities(source)), keyed(wire_entities(copy))
     assert original.keys() == restored.keys()
     for key, entity in original.items():
-        expected = {n: v for n, v in _typed(entity).items() if n != "Timestamp"}
-        actual = {n: v for n, v in _typed(restored[key]).items() if n != "Timestamp"}
+        expected = {n: v for n, v in typed(entity).items() if n != "Timestamp"}
+        actual = {n: v for n, v in typed(restored[key]).items() if n != "Timestamp"}
         assert actual == expected, key

@@ -7,7 +7,6 @@ import pytest
 
 from tablebackup.entities import check_entity, decode_line, edm_type, encode_line, writable
 from tablebackup.errors import InvalidInput
-from tablebackup.tablewriter import to_sdk_entity
 
 
 def test_encode_annotates_every_double_and_drops_the_etag():
@@ -74,26 +73,3 @@ def test_decode_refuses_non_json_and_non_objects():
 def test_writable_form_leaves_out_service_metadata():
     entity = {"PartitionKey": "p", "RowKey": "r", "Timestamp": "t", "odata.etag": "e", "x": 1}
     assert writable(entity) == {"PartitionKey": "p", "RowKey": "r", "x": 1}
-
-
-def test_sdk_write_form_passes_exact_values_through():
-    sdk = to_sdk_entity(
-        {
-            "PartitionKey": "p",
-            "RowKey": "r",
-            "Timestamp": "2026-01-01T00:00:00Z",
-            "i64@odata.type": "Edm.Int64",
-            "i64": "9223372036854775807",
-            "dt@odata.type": "Edm.DateTime",
-            "dt": "2024-01-02T03:04:05.1234567Z",
-            "b@odata.type": "Edm.Binary",
-            "b": "AAH/",
-            "d@odata.type": "Edm.Double",
-            "d": "-Infinity",
-        }
-    )
-    assert "Timestamp" not in sdk
-    assert sdk["i64"].value == "9223372036854775807" and sdk["i64"].edm_type.value == "Edm.Int64"
-    assert sdk["dt"].value == "2024-01-02T03:04:05.1234567Z"
-    assert sdk["b"].value == b"\x00\x01\xff"
-    assert sdk["d"].value == "-Infinity"

@@ -3,9 +3,11 @@
 import azure.functions as func
 
 from backup.functions import bp as backup_blueprint
+from restore.functions import bp as restore_blueprint
 from tablebackup import telemetry
 
 telemetry.configure()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(backup_blueprint)
+app.register_functions(restore_blueprint)

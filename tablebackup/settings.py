@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     table_name: str = Field("candidates", alias="TABLE_NAME")
     backup_tables: str | None = Field(None, alias="BACKUP_TABLES")
 
+    # Restores over HTTP above this many entities run on the queue instead (HTTP answers are capped at 230 s).
+    restore_http_max_entities: int = Field(50_000, ge=0, alias="RESTORE_HTTP_MAX_ENTITIES")
+    restore_operations_table: str = Field("restoreoperations", alias="RESTORE_OPERATIONS_TABLE")
+    # Batches (one partition, <= 100 entities) in flight at once while restoring.
+    restore_workers: int = Field(4, ge=1, le=32, alias="RESTORE_WORKERS")
+
     # Transient failures (500, 503, timeouts) are retried this many times with exponential backoff.
     storage_retries: int = Field(5, ge=0, le=20, alias="STORAGE_RETRIES")
     storage_retry_backoff_seconds: float = Field(0.8, gt=0, le=60, alias="STORAGE_RETRY_BACKOFF_SECONDS")
@@ -75,7 +81,7 @@ class Settings(BaseSettings):
             raise ValueError("must be 3-63 lowercase letters, digits or single hyphens")
         return value
 
-    @field_validator("table_name")
+    @field_validator("table_name", "restore_operations_table")
     @classmethod
     def _is_table_name(cls, value: str) -> str:
         return _as_value_error(validate_table_name, value)

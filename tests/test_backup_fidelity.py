@@ -18,6 +18,7 @@ from tests.wire import keyed, typed, wire_entities
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 
+
 def _entities() -> list[dict]:
     """SDK write forms of every case in the brief; EntityProperty keeps exact wire values."""
     big_properties = {f"p{i:03d}": i for i in range(237)}

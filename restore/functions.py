@@ -1,0 +1,77 @@
+"""Restore triggers: POST /api/restore, GET /api/restore/{operation}, and the queue worker that
+runs restores too large for one HTTP answer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field
+
+from restore import operations
+from restore.restorer import RestoreRequest
+from tablebackup.clients import Storage
+from tablebackup.httpapi import error_response, json_response, parse_body
+
+bp = func.Blueprint()
+
+
+class RestoreBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    table: str
+    backup: str | None = None
+    as_of: datetime | None = Field(None, alias="asOf")
+    target: str | None = None
+    filter: str | None = Field(None, max_length=10_000)
+    mode: Literal["replace", "merge", "missing", "mirror"] = "replace"
+    dry_run: bool = Field(False, alias="dryRun")
+    force: bool = False
+
+
+def _caller(req: func.HttpRequest) -> str:
+    # App Service authentication names the caller; a function key alone does not.
+    return req.headers.get("x-ms-client-principal-name") or "function-key"
+
+
+@bp.function_name("restore_table")
+@bp.route(route="restore", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.queue_output(arg_name="jobs", queue_name=operations.QUEUE, connection="AzureWebJobsStorage")
+def restore_table(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpResponse:
+    try:
+        body = parse_body(req, RestoreBody)
+        as_of = body.as_of.replace(tzinfo=body.as_of.tzinfo or UTC) if body.as_of else None
+        request = RestoreRequest(
+            table=body.table,
+            backup=body.backup,
+            as_of=as_of,
+            target=body.target,
+            filter=body.filter,
+            mode=body.mode,
+            dry_run=body.dry_run,
+            force=body.force,
+            actor=_caller(req),
+        )
+        answer, message = operations.start(Storage.from_settings(), request)
+    except Exception as error:
+        return error_response(error)
+    if message is None:
+        return json_response(answer)
+    jobs.set(message)
+    return json_response(answer, 202)
+
+
+@bp.function_name("restore_status")
+@bp.route(route="restore/{operation}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def restore_status(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return json_response(operations.status(Storage.from_settings(), req.route_params.get("operation", "")))
+    except Exception as error:
+        return error_response(error)
+
+
+@bp.function_name("restore_worker")
+@bp.queue_trigger(arg_name="msg", queue_name=operations.QUEUE, connection="AzureWebJobsStorage")
+def restore_worker(msg: func.QueueMessage) -> None:
+    operations.run_queued(Storage.from_settings(), msg.get_body(), delivery=msg.dequeue_count or 1)

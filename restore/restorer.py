@@ -1,0 +1,275 @@
+"""Restore a backup, or the part a filter selects, into its table or another one.
+
+Modes: replace (InsertOrReplace), merge (InsertOrMerge), missing (insert only what the target
+lacks), mirror (the filtered scope of the target becomes exactly the backup's, deletions included).
+
+missing and mirror compare the backup with the target window by window: a window is up to 1,000
+backup entities in the order the service listed them, and the target is read only over that
+window's key range, so memory stays bounded and key order is always the service's own.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+
+from backup.archiver import backup_table
+from tablebackup import catalog
+from tablebackup.backupformat import Manifest, read_data_lines, read_data_sha256
+from tablebackup.clients import Storage
+from tablebackup.entities import decode_line
+from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
+from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
+from tablebackup.odatafilter import ODataFilter, parse_filter
+from tablebackup.tablequery import iter_pages
+from tablebackup.tablewriter import submit_operations
+
+log = logging.getLogger(__name__)
+
+MODES = ("replace", "merge", "missing", "mirror")
+WINDOW = 1000
+# A table deleted moments ago can't be recreated until the service finishes deleting it.
+TABLE_RECREATE_SECONDS = 180
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    table: str
+    backup: str | None = None  # a backup id, or "latest"
+    as_of: datetime | None = None
+    target: str | None = None
+    filter: str | None = None
+    mode: str = "replace"
+    dry_run: bool = False
+    force: bool = False
+    actor: str = field(default_factory=lambda: _current_user())
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass
+class RestoreResult:
+    backup: str
+    target: str
+    mode: str
+    restored: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    safety_backup: str | None = None
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class _Checked:
+    manifest: Manifest
+    target: str
+    predicate: ODataFilter | None
+
+
+def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
+    """Everything a restore could refuse, checked before anything is written."""
+    validate_table_name(request.table)
+    target = validate_table_name(request.target) if request.target else request.table
+    if request.mode not in MODES:
+        raise InvalidInput(f"unknown mode {request.mode!r}: use one of {', '.join(MODES)}")
+    predicate = parse_filter(request.filter) if request.filter else None
+    manifest = choose_backup(storage, request.table, request.backup, request.as_of)
+    return _Checked(manifest=manifest, target=target, predicate=predicate)
+
+
+def choose_backup(storage: Storage, table: str, backup: str | None, as_of: datetime | None) -> Manifest:
+    """The backup named, the latest, or the newest taken at or before `as_of`."""
+    if (backup is None) == (as_of is None):
+        raise InvalidInput("give exactly one of a backup id, 'latest', or an as-of time")
+    if backup == "latest":
+        return catalog.latest_backup(storage.backups, table)
+    if backup is not None:
+        manifest = catalog.read_manifest(storage.backups, validate_backup_id(backup))
+        if manifest.table != table:
+            raise InvalidInput(f"backup {backup!r} is of table {manifest.table!r}, not {table!r}")
+        return manifest
+    instant = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+    for backup_id in catalog.backup_ids(storage.backups, table):
+        stamp = datetime.strptime(BACKUP_ID_RE.match(backup_id)["stamp"], "%Y%m%dT%H%M%S.%fZ")
+        if stamp.replace(tzinfo=UTC) <= instant:
+            return catalog.read_manifest(storage.backups, backup_id)
+    raise NotFound(f"table {table!r} has no complete backup taken at or before {instant.isoformat()}")
+
+
+def verify_data_blob(storage: Storage, manifest: Manifest) -> None:
+    """Refuse a backup whose data blob is not exactly what its manifest describes."""
+    sha256, size = read_data_sha256(storage.backups, manifest)
+    if (sha256, size) != (manifest.sha256, manifest.bytes):
+        raise BackupError(
+            f"backup {manifest.backup!r} is damaged: its data blob ({size} bytes, SHA-256 {sha256[:12]}…) does not "
+            f"match the manifest ({manifest.bytes} bytes, {manifest.sha256[:12]}…); use --force to restore anyway"
+        )
+
+
+def _backup_entities(storage: Storage, manifest: Manifest, predicate: ODataFilter | None) -> Iterator[dict]:
+    for number, line in enumerate(read_data_lines(storage.backups, manifest), start=1):
+        try:
+            entity = decode_line(line)
+        except InvalidInput as error:
+            raise BackupError(f"backup {manifest.backup!r} line {number}: {error}") from None
+        if predicate is None or predicate.matches(entity):
+            yield entity
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _range_filter(after: dict | None, upto: dict | None) -> str | None:
+    """OData for keys in (after, upto], in the service's own key order."""
+    clauses = []
+    if after is not None:
+        pk, rk = _quoted(after["PartitionKey"]), _quoted(after["RowKey"])
+        clauses.append(f"(PartitionKey gt {pk} or (PartitionKey eq {pk} and RowKey gt {rk}))")
+    if upto is not None:
+        pk, rk = _quoted(upto["PartitionKey"]), _quoted(upto["RowKey"])
+        clauses.append(f"(PartitionKey lt {pk} or (PartitionKey eq {pk} and RowKey le {rk}))")
+    return " and ".join(clauses) or None
+
+
+def _target_entities(client, after: dict | None, upto: dict | None, keys_only: bool) -> Iterator[dict]:
+    select = ["PartitionKey", "RowKey"] if keys_only else None
+    for page in iter_pages(client, query_filter=_range_filter(after, upto), select=select):
+        yield from page
+
+
+def _key(entity: dict) -> tuple[str, str]:
+    return entity["PartitionKey"], entity["RowKey"]
+
+
+@dataclass
+class _Tally:
+    restored: int = 0
+    deleted: int = 0
+    skipped: int = 0
+
+
+def _operations(
+    entities: Iterable[dict], mode: str, target_client, target_exists: bool, predicate, tally: _Tally
+) -> Iterator[tuple[str, dict]]:
+    """The writes and deletes that make the target what the mode asks, counted as they are made."""
+    if mode in ("replace", "merge") or not target_exists:
+        action = "merge" if mode == "merge" else ("insert" if mode == "missing" else "replace")
+        for entity in entities:
+            tally.restored += 1
+            yield action, entity
+        return
+    iterator = iter(entities)
+    after = None
+    while window := list(islice(iterator, WINDOW)):
+        keys = {_key(entity) for entity in window}
+        present = set()
+        for found in _target_entities(target_client, after, window[-1], keys_only=predicate is None):
+            key = _key(found)
+            if key in keys:
+                present.add(key)
+            elif mode == "mirror" and (predicate is None or predicate.matches(found)):
+                tally.deleted += 1
+                yield "delete", found
+        for entity in window:
+            if mode == "missing" and _key(entity) in present:
+                tally.skipped += 1
+                continue
+            tally.restored += 1
+            yield ("insert" if mode == "missing" else "replace"), entity
+        after = window[-1]
+    if mode == "mirror":
+        for found in _target_entities(target_client, after, None, keys_only=predicate is None):
+            if predicate is None or predicate.matches(found):
+                tally.deleted += 1
+                yield "delete", found
+
+
+def _table_exists(storage: Storage, table: str) -> bool:
+    try:
+        return any(True for _ in storage.tables.query_tables(f"TableName eq {_quoted(table)}"))
+    except AzureError as error:
+        raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
+
+
+def _create_table(storage: Storage, table: str) -> None:
+    deadline = time.monotonic() + TABLE_RECREATE_SECONDS
+    while True:
+        try:
+            storage.tables.create_table(table)
+            return
+        except ResourceExistsError:
+            return
+        except HttpResponseError as error:
+            being_deleted = error.status_code == 409 and "TableBeingDeleted" in str(error)
+            if not being_deleted or time.monotonic() > deadline:
+                raise BackupError(f"creating table {table!r} failed: {str(error).splitlines()[0]}") from None
+            time.sleep(5)
+
+
+def restore(
+    storage: Storage,
+    request: RestoreRequest,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    workers: int = 4,
+) -> RestoreResult:
+    """Restore as the request asks; with dry_run, count what would change and write nothing."""
+    started = time.monotonic()
+    checked = check_request(storage, request)
+    manifest, target = checked.manifest, checked.target
+    if not request.force:
+        verify_data_blob(storage, manifest)
+    context = {"table": request.table, "backup": manifest.backup, "target": target, "mode": request.mode}
+    log.info("restore started: %s", " ".join(f"{k}={v}" for k, v in context.items()), extra=context)
+
+    result = RestoreResult(backup=manifest.backup, target=target, mode=request.mode, dry_run=request.dry_run)
+    exists = _table_exists(storage, target)
+    if request.mode == "mirror" and exists and not request.dry_run:
+        # The seed's pre-restore backup: mirror deletes, so keep what it replaces.
+        result.safety_backup = backup_table(storage, target).backup
+    if not exists and not request.dry_run:
+        _create_table(storage, target)
+
+    client = storage.tables.get_table_client(target)
+    tally = _Tally()
+    operations = _operations(
+        _backup_entities(storage, manifest, checked.predicate), request.mode, client, exists, checked.predicate, tally
+    )
+    if request.dry_run:
+        for _ in operations:
+            pass
+    else:
+        submit_operations(client, operations, workers=workers, on_progress=on_progress)
+    result.restored, result.deleted, result.skipped = tally.restored, tally.deleted, tally.skipped
+    result.seconds = time.monotonic() - started
+    log.info(
+        "restore %s: table=%s backup=%s target=%s mode=%s restored=%d deleted=%d skipped=%d actor=%s",
+        "planned (dry run)" if request.dry_run else "complete",
+        request.table,
+        manifest.backup,
+        target,
+        request.mode,
+        result.restored,
+        result.deleted,
+        result.skipped,
+        request.actor,
+        extra={**context, **result.as_json(), "actor": request.actor},
+    )
+    return result

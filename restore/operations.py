@@ -57,7 +57,7 @@ def start(storage: Storage, request: RestoreRequest) -> tuple[dict, str | None]:
     Returns (answer, queue message): the message is None when the restore already ran."""
     checked = check_request(storage, request)  # every refusal happens here, before anything is written
     if checked.manifest.entities <= storage.settings.restore_http_max_entities:
-        return restore(storage, request, workers=storage.settings.restore_workers).as_json(), None
+        return restore(storage, request).as_json(), None
     operation = uuid.uuid4().hex
     _create_table(storage)
     _save(storage, operation, status="queued", request=orjson.dumps(request_json(request)).decode())
@@ -99,7 +99,7 @@ def run_queued(storage: Storage, message: str | bytes, delivery: int) -> None:
             _save(storage, operation, status="running", progress=count)
 
     try:
-        result = restore(storage, request, on_progress=report, workers=storage.settings.restore_workers)
+        result = restore(storage, request, on_progress=report)
     except StorageUnavailable as error:
         final = delivery >= MAX_DELIVERIES
         _save(storage, operation, status="failed" if final else "retrying", error=str(error))

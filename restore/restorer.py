@@ -228,7 +228,6 @@ def restore(
     request: RestoreRequest,
     *,
     on_progress: Callable[[int], None] | None = None,
-    workers: int = 4,
 ) -> RestoreResult:
     """Restore as the request asks; with dry_run, count what would change and write nothing."""
     started = time.monotonic()
@@ -256,7 +255,7 @@ def restore(
         for _ in operations:
             pass
     else:
-        submit_operations(client, operations, workers=workers, on_progress=on_progress)
+        submit_operations(client, operations, workers=storage.settings.restore_workers, on_progress=on_progress)
     result.restored, result.deleted, result.skipped = tally.restored, tally.deleted, tally.skipped
     result.seconds = time.monotonic() - started
     log.info(

@@ -1,0 +1,41 @@
+"""What every CLI command shares: the --json option, opening storage, and argument types."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document on stdout.")
+
+
+class CommandFailed(Exception):
+    """The command ran but its outcome is a failure (exit 1); its output was already printed."""
+
+
+def open_storage():
+    """Storage from the settings, read on first use so --help works without any."""
+    from tablebackup.clients import Storage
+
+    return Storage.from_settings()
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+class IsoInstant(click.ParamType):
+    name = "ISO-8601"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 instant such as 2026-11-25T02:00:00Z", param, ctx)
+        return instant if instant.tzinfo else instant.replace(tzinfo=UTC)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import getpass
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
@@ -28,13 +27,12 @@ from tablebackup.entities import decode_line
 from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
 from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
 from tablebackup.odatafilter import ODataFilter, parse_filter
-from tablebackup.tablequery import iter_pages
+from tablebackup.reconcile import MODES, Tally, plan_operations
+from tablebackup.tablequery import odata_string
 from tablebackup.tablewriter import submit_operations
 
 log = logging.getLogger(__name__)
 
-MODES = ("replace", "merge", "missing", "mirror")
-WINDOW = 1000
 # A table deleted moments ago can't be recreated until the service finishes deleting it.
 TABLE_RECREATE_SECONDS = 180
 
@@ -132,78 +130,9 @@ def _backup_entities(storage: Storage, manifest: Manifest, predicate: ODataFilte
             yield entity
 
 
-def _quoted(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _range_filter(after: dict | None, upto: dict | None) -> str | None:
-    """OData for keys in (after, upto], in the service's own key order."""
-    clauses = []
-    if after is not None:
-        pk, rk = _quoted(after["PartitionKey"]), _quoted(after["RowKey"])
-        clauses.append(f"(PartitionKey gt {pk} or (PartitionKey eq {pk} and RowKey gt {rk}))")
-    if upto is not None:
-        pk, rk = _quoted(upto["PartitionKey"]), _quoted(upto["RowKey"])
-        clauses.append(f"(PartitionKey lt {pk} or (PartitionKey eq {pk} and RowKey le {rk}))")
-    return " and ".join(clauses) or None
-
-
-def _target_entities(client, after: dict | None, upto: dict | None, keys_only: bool) -> Iterator[dict]:
-    select = ["PartitionKey", "RowKey"] if keys_only else None
-    for page in iter_pages(client, query_filter=_range_filter(after, upto), select=select):
-        yield from page
-
-
-def _key(entity: dict) -> tuple[str, str]:
-    return entity["PartitionKey"], entity["RowKey"]
-
-
-@dataclass
-class _Tally:
-    restored: int = 0
-    deleted: int = 0
-    skipped: int = 0
-
-
-def _operations(
-    entities: Iterable[dict], mode: str, target_client, target_exists: bool, predicate, tally: _Tally
-) -> Iterator[tuple[str, dict]]:
-    """The writes and deletes that make the target what the mode asks, counted as they are made."""
-    if mode in ("replace", "merge") or not target_exists:
-        action = "merge" if mode == "merge" else ("insert" if mode == "missing" else "replace")
-        for entity in entities:
-            tally.restored += 1
-            yield action, entity
-        return
-    iterator = iter(entities)
-    after = None
-    while window := list(islice(iterator, WINDOW)):
-        keys = {_key(entity) for entity in window}
-        present = set()
-        for found in _target_entities(target_client, after, window[-1], keys_only=predicate is None):
-            key = _key(found)
-            if key in keys:
-                present.add(key)
-            elif mode == "mirror" and (predicate is None or predicate.matches(found)):
-                tally.deleted += 1
-                yield "delete", found
-        for entity in window:
-            if mode == "missing" and _key(entity) in present:
-                tally.skipped += 1
-                continue
-            tally.restored += 1
-            yield ("insert" if mode == "missing" else "replace"), entity
-        after = window[-1]
-    if mode == "mirror":
-        for found in _target_entities(target_client, after, None, keys_only=predicate is None):
-            if predicate is None or predicate.matches(found):
-                tally.deleted += 1
-                yield "delete", found
-
-
 def _table_exists(storage: Storage, table: str) -> bool:
     try:
-        return any(True for _ in storage.tables.query_tables(f"TableName eq {_quoted(table)}"))
+        return any(True for _ in storage.tables.query_tables(f"TableName eq {odata_string(table)}"))
     except AzureError as error:
         raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
 
@@ -247,8 +176,8 @@ def restore(
         _create_table(storage, target)
 
     client = storage.tables.get_table_client(target)
-    tally = _Tally()
-    operations = _operations(
+    tally = Tally()
+    operations = plan_operations(
         _backup_entities(storage, manifest, checked.predicate), request.mode, client, exists, checked.predicate, tally
     )
     if request.dry_run:

@@ -27,6 +27,11 @@ Page = list[dict]
 _Continuation = tuple[str, str | None] | None
 
 
+def odata_string(value: str) -> str:
+    """A string literal for a $filter, quotes doubled as OData requires."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _error_message(response) -> str:
     try:
         return orjson.loads(response.content)["odata.error"]["message"]["value"].splitlines()[0]

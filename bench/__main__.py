@@ -1,6 +1,8 @@
 """`python -m bench [--entities N]`: on its own in-memory Azurite, time `python -m cli backup` against a
 process that only lists the same table with the SDK's list_entities(), and compare the backup's peak RSS
-on a table ten times smaller. Exits non-zero only if a process fails or miscounts."""
+on a table ten times smaller. Then time `python -m cli restore` of the big table's latest backup against a
+process that copies the small table with one upsert_entity() per entity, both as entities/s. Exits non-zero
+only if a process fails or miscounts."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from localdev.sample import seed_table
 ROUNDS = 3
 SPEED_GOAL = 2.0  # backup at least this many times as fast as list_entities()
 MEMORY_GOAL = 1.2  # backup peak RSS on the big table at most this many times that on the small one
+RESTORE_GOAL = 4.0  # restore at least this many times as many entities/s as one upsert_entity() per entity
 CONTAINER = "bench-backups"
 
 
@@ -60,6 +63,27 @@ def backup(env: dict[str, str], table: str, expected: int) -> Run:
     return result
 
 
+def restore(env: dict[str, str], table: str, target: str, expected: int) -> Run:
+    command = [sys.executable, "-m", "cli", "restore", "--table", table, "--backup", "latest", "--target", target]
+    result = run([*command, "--json"], env)
+    try:
+        report = json.loads(result.stdout)
+        restored, written_to = report["restored"], report["target"]
+    except (ValueError, KeyError, TypeError):
+        raise BenchFailed(f"restore of {table} printed no restore report: {result.stdout.strip()!r}") from None
+    if restored != expected or written_to != target:
+        raise BenchFailed(f"restore of {table} reported {result.stdout.strip()}, expected {expected} into {target}")
+    list_entities(env, target, expected)  # untimed: the target really holds what the report claims
+    return result
+
+
+def upsert_entities(env: dict[str, str], table: str, target: str, expected: int) -> Run:
+    result = run([sys.executable, "-m", "bench.upsert_entities", table, target], env)
+    if result.stdout.strip() != str(expected):
+        raise BenchFailed(f"upsert_entities wrote {result.stdout.strip()} entities into {target}, expected {expected}")
+    return result
+
+
 def median_seconds(runs: list[Run]) -> float:
     return statistics.median(r.seconds for r in runs)
 
@@ -72,7 +96,15 @@ def verdict(met: bool) -> str:
     return "goal met" if met else "goal NOT met"
 
 
-def report(entities: int, small: int, baseline: list[Run], big: list[Run], little: list[Run]) -> None:
+def report(
+    entities: int,
+    small: int,
+    baseline: list[Run],
+    big: list[Run],
+    little: list[Run],
+    restores: list[Run],
+    upserts: list[Run],
+) -> None:
     print("machine")
     for label, value in machine.describe():
         print(f"  {label:<10} {value}")
@@ -91,6 +123,25 @@ def report(entities: int, small: int, baseline: list[Run], big: list[Run], littl
         print(f"  {table + f' ({count:,})':<24} {max_rss_mib(runs):>7.1f} MiB")
     memory = max_rss_mib(big) / max_rss_mib(little)
     print(f"  {'ratio big/small':<24} {memory:>7.2f}x   (goal <= {MEMORY_GOAL}x)  {verdict(memory <= MEMORY_GOAL)}")
+    print()
+    # The naive baseline runs on the small table to keep the bench short; entities/s makes the two comparable.
+    print(f"restore into a new empty table each run; whole processes, {ROUNDS} runs alternating, median time")
+    print(f"  {'':<24} {'table':<10} {'entities':>8} {'seconds':>8} {'entities/s':>11}   runs (s)")
+    rates = []
+    for label, table, count, runs in (
+        ("upsert_entity baseline", table_name(small), small, upserts),
+        ("cli restore", table_name(entities), entities, restores),
+    ):
+        seconds = median_seconds(runs)
+        rates.append(count / seconds)
+        each = " ".join(f"{r.seconds:.2f}" for r in runs)
+        print(f"  {label:<24} {table:<10} {count:>8,} {seconds:>8.2f} {count / seconds:>11,.0f}   {each}")
+    speed = rates[1] / rates[0]
+    print(
+        f"  {'speed restore/baseline':<24} {speed:>7.2f}x   (entities/s; goal >= {RESTORE_GOAL}x)  "
+        f"{verdict(speed >= RESTORE_GOAL)}"
+    )
+    print(f"  {'cli restore peak RSS':<24} {max_rss_mib(restores):>7.1f} MiB   (max of {ROUNDS} runs)")
 
 
 def main() -> int:
@@ -115,20 +166,26 @@ def main() -> int:
         baseline: list[Run] = []
         big: list[Run] = []
         little: list[Run] = []
+        restores: list[Run] = []
+        upserts: list[Run] = []
         for round_number in range(1, ROUNDS + 1):
             baseline.append(list_entities(env, big_table, entities))
             big.append(backup(env, big_table, entities))
             little.append(backup(env, small_table, small))
+            # Fresh targets each round, so both write every entity into an empty table.
+            restores.append(restore(env, big_table, f"restore{big_table}n{round_number}", entities))
+            upserts.append(upsert_entities(env, small_table, f"upsert{small_table}n{round_number}", small))
             say(
                 f"round {round_number}/{ROUNDS}: list_entities {baseline[-1].seconds:.2f} s, "
-                f"backup {big_table} {big[-1].seconds:.2f} s, backup {small_table} {little[-1].seconds:.2f} s"
+                f"backup {big_table} {big[-1].seconds:.2f} s, backup {small_table} {little[-1].seconds:.2f} s, "
+                f"restore {big_table} {restores[-1].seconds:.2f} s, upsert {small_table} {upserts[-1].seconds:.2f} s"
             )
     except BenchFailed as error:
         say(f"bench FAILED: {error}")
         return 1
     finally:
         server.stop()
-    report(entities, small, baseline, big, little)
+    report(entities, small, baseline, big, little, restores, upserts)
     return 0
 
 

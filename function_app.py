@@ -5,9 +5,11 @@ import azure.functions as func
 from backup.functions import bp as backup_blueprint
 from restore.functions import bp as restore_blueprint
 from tablebackup import telemetry
+from verify.functions import bp as verify_blueprint
 
 telemetry.configure()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(backup_blueprint)
 app.register_functions(restore_blueprint)
+app.register_functions(verify_blueprint)

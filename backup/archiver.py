@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from azure.core.exceptions import AzureError
 
+from tablebackup import telemetry
 from tablebackup.backupformat import DataBlobWriter, Manifest, new_backup_id, write_manifest
 from tablebackup.clients import Storage
 from tablebackup.entities import encode_line
@@ -29,6 +30,25 @@ def backup_table(storage: Storage, table: str, *, on_progress: Progress | None =
     backup_id = new_backup_id(table, started)
     context = {"table": table, "backup": backup_id}
     log.info("backup started: table=%s backup=%s", table, backup_id, extra=context)
+    with telemetry.operation("backup", table, backup=backup_id):
+        manifest = _stream_table(storage, table, backup_id, started, on_progress)
+        write_manifest(storage.backups, manifest)
+        telemetry.record_volume("backup", table, manifest.entities, manifest.bytes)
+    log.info(
+        "backup complete: table=%s backup=%s entities=%d bytes=%d",
+        table,
+        backup_id,
+        manifest.entities,
+        manifest.bytes,
+        extra={**context, "entities": manifest.entities, "bytes": manifest.bytes, "sha256": manifest.sha256},
+    )
+    return manifest
+
+
+def _stream_table(
+    storage: Storage, table: str, backup_id: str, started: datetime, on_progress: Progress | None
+) -> Manifest:
+    """Stream the table's pages into the data blob; returns the manifest that describes it."""
     pages = iter_pages(storage.tables.get_table_client(table))
     # The first page proves the table exists before any blob is written.
     first = next(pages)
@@ -44,7 +64,7 @@ def backup_table(storage: Storage, table: str, *, on_progress: Progress | None =
         raise StorageUnavailable(
             f"writing backup {backup_id!r} to {storage.backups.url} failed: {str(error).splitlines()[0]}"
         ) from error
-    manifest = Manifest(
+    return Manifest(
         backup=backup_id,
         table=table,
         source_account=storage.account,
@@ -55,16 +75,6 @@ def backup_table(storage: Storage, table: str, *, on_progress: Progress | None =
         sha256=sha256,
         data_blob=writer.name,
     )
-    write_manifest(storage.backups, manifest)
-    log.info(
-        "backup complete: table=%s backup=%s entities=%d bytes=%d",
-        table,
-        backup_id,
-        manifest.entities,
-        manifest.bytes,
-        extra={**context, "entities": manifest.entities, "bytes": manifest.bytes, "sha256": sha256},
-    )
-    return manifest
 
 
 def _chain(first, rest):

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
 from backup.archiver import backup_table
-from tablebackup import catalog
+from tablebackup import catalog, telemetry
 from tablebackup.backupformat import Manifest, read_data_lines, read_data_sha256
 from tablebackup.clients import Storage
 from tablebackup.entities import decode_line
@@ -167,24 +167,32 @@ def restore(
     context = {"table": request.table, "backup": manifest.backup, "target": target, "mode": request.mode}
     log.info("restore started: %s", " ".join(f"{k}={v}" for k, v in context.items()), extra=context)
 
-    result = RestoreResult(backup=manifest.backup, target=target, mode=request.mode, dry_run=request.dry_run)
-    exists = _table_exists(storage, target)
-    if request.mode == "mirror" and exists and not request.dry_run:
-        # The seed's pre-restore backup: mirror deletes, so keep what it replaces.
-        result.safety_backup = backup_table(storage, target).backup
-    if not exists and not request.dry_run:
-        _create_table(storage, target)
+    with telemetry.operation("restore", target, backup=manifest.backup, mode=request.mode):
+        result = RestoreResult(backup=manifest.backup, target=target, mode=request.mode, dry_run=request.dry_run)
+        exists = _table_exists(storage, target)
+        if request.mode == "mirror" and exists and not request.dry_run:
+            # The seed's pre-restore backup: mirror deletes, so keep what it replaces.
+            result.safety_backup = backup_table(storage, target).backup
+        if not exists and not request.dry_run:
+            _create_table(storage, target)
 
-    client = storage.tables.get_table_client(target)
-    tally = Tally()
-    operations = plan_operations(
-        _backup_entities(storage, manifest, checked.predicate), request.mode, client, exists, checked.predicate, tally
-    )
-    if request.dry_run:
-        for _ in operations:
-            pass
-    else:
-        submit_operations(client, operations, workers=storage.settings.restore_workers, on_progress=on_progress)
+        client = storage.tables.get_table_client(target)
+        tally = Tally()
+        operations = plan_operations(
+            _backup_entities(storage, manifest, checked.predicate),
+            request.mode,
+            client,
+            exists,
+            checked.predicate,
+            tally,
+        )
+        if request.dry_run:
+            for _ in operations:
+                pass
+        else:
+            workers = storage.settings.restore_workers
+            submit_operations(client, operations, workers=workers, on_progress=on_progress)
+        telemetry.record_volume("restore", target, tally.restored + tally.deleted)
     result.restored, result.deleted, result.skipped = tally.restored, tally.deleted, tally.skipped
     result.seconds = time.monotonic() - started
     log.info(

@@ -177,8 +177,31 @@ def read_data_sha256(container: ContainerClient, manifest: Manifest) -> tuple[st
 
 def read_data_lines(container: ContainerClient, manifest: Manifest) -> Iterator[bytes]:
     """The data blob's lines, streamed and decompressed chunk by chunk."""
-    reader = gzip.GzipFile(fileobj=_ChunkReader(_download(container, manifest).chunks()), mode="rb")
-    yield from io.BufferedReader(reader, buffer_size=1024 * 1024)
+    return DataReader(container, manifest).lines()
+
+
+class DataReader:
+    """Streams a data blob's lines and, once they are read, tells the stored blob's SHA-256 and size,
+    so one pass can both decode and check a backup."""
+
+    def __init__(self, container: ContainerClient, manifest: Manifest):
+        self._container, self._manifest = container, manifest
+        self._digest = hashlib.sha256()
+        self.bytes = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def _chunks(self) -> Iterator[bytes]:
+        for chunk in _download(self._container, self._manifest).chunks():
+            self._digest.update(chunk)
+            self.bytes += len(chunk)
+            yield chunk
+
+    def lines(self) -> Iterator[bytes]:
+        reader = gzip.GzipFile(fileobj=_ChunkReader(self._chunks()), mode="rb")
+        yield from io.BufferedReader(reader, buffer_size=1024 * 1024)
 
 
 class _ChunkReader(io.RawIOBase):

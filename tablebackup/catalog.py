@@ -32,21 +32,42 @@ def read_manifest(container: ContainerClient, backup_id: str) -> Manifest:
         raise BackupError(f"backup {backup_id!r} has an unreadable manifest: {error.errors()[0]['msg']}") from None
 
 
-def backup_ids(container: ContainerClient, table: str) -> list[str]:
-    """Ids of the table's complete backups, newest first."""
+def backup_attempts(container: ContainerClient, table: str) -> list[tuple[str, bool]]:
+    """Every backup of the table that wrote anything, newest first, with whether it is complete
+    (has its manifest)."""
     validate_table_name(table)
-    ids = []
+    complete: dict[str, bool] = {}
     try:
         for blob in container.list_blobs(name_starts_with=f"{table}-"):
             backup_id, _, leaf = blob.name.partition("/")
-            if leaf == MANIFEST_BLOB and BACKUP_ID_RE.match(backup_id):
-                ids.append(backup_id)
+            if BACKUP_ID_RE.match(backup_id):
+                complete[backup_id] = complete.get(backup_id, False) or leaf == MANIFEST_BLOB
     except ResourceNotFoundError:
         return []  # no container yet: no backups
     except AzureError as error:
         raise _unreachable(container, error) from error
     # The id's timestamp sorts as text.
-    return sorted(ids, reverse=True)
+    return sorted(complete.items(), reverse=True)
+
+
+def backup_ids(container: ContainerClient, table: str) -> list[str]:
+    """Ids of the table's complete backups, newest first."""
+    return [backup_id for backup_id, complete in backup_attempts(container, table) if complete]
+
+
+def backed_up_tables(container: ContainerClient) -> list[str]:
+    """Every table with at least one backup attempt in the container."""
+    tables = set()
+    try:
+        for blob in container.list_blobs():
+            match = BACKUP_ID_RE.match(blob.name.partition("/")[0])
+            if match:
+                tables.add(match["table"])
+    except ResourceNotFoundError:
+        return []
+    except AzureError as error:
+        raise _unreachable(container, error) from error
+    return sorted(tables)
 
 
 def list_backups(container: ContainerClient, table: str) -> list[Manifest]:

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     # Batches (one partition, <= 100 entities) in flight at once while restoring.
     restore_workers: int = Field(4, ge=1, le=32, alias="RESTORE_WORKERS")
 
+    # Verification (issue: daily verification and drills).
+    required_fields: str | None = Field(None, alias="REQUIRED_FIELDS")
+    backup_max_age_hours: float = Field(26, gt=0, le=24 * 366, alias="BACKUP_MAX_AGE_HOURS")
+    notify_webhook_url: str | None = Field(None, alias="NOTIFY_WEBHOOK_URL", repr=False)
+    verifications_table: str = Field("backupverifications", alias="VERIFICATIONS_TABLE")
+    drills_table: str = Field("drillreports", alias="DRILLS_TABLE")
+    rto_minutes: float = Field(60, gt=0, alias="RTO_MINUTES")
+
     # Transient failures (500, 503, timeouts) are retried this many times with exponential backoff.
     storage_retries: int = Field(5, ge=0, le=20, alias="STORAGE_RETRIES")
     storage_retry_backoff_seconds: float = Field(0.8, gt=0, le=60, alias="STORAGE_RETRY_BACKOFF_SECONDS")
@@ -61,13 +69,15 @@ class Settings(BaseSettings):
         "table_client_id",
         "backup_client_id",
         "backup_tables",
+        "required_fields",
+        "notify_webhook_url",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("table_service_uri", "backup_blob_service_uri")
+    @field_validator("table_service_uri", "backup_blob_service_uri", "notify_webhook_url")
     @classmethod
     def _is_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
@@ -81,7 +91,12 @@ class Settings(BaseSettings):
             raise ValueError("must be 3-63 lowercase letters, digits or single hyphens")
         return value
 
-    @field_validator("table_name", "restore_operations_table")
+    @field_validator(
+        "table_name",
+        "restore_operations_table",
+        "verifications_table",
+        "drills_table",
+    )
     @classmethod
     def _is_table_name(cls, value: str) -> str:
         return _as_value_error(validate_table_name, value)
@@ -93,6 +108,13 @@ class Settings(BaseSettings):
             return value
         for name in value.split(","):
             _as_value_error(validate_table_name, name.strip())
+        return value
+
+    @field_validator("required_fields")
+    @classmethod
+    def _is_required_fields(cls, value: str | None) -> str | None:
+        if value is not None:
+            _parse_required_fields(value)
         return value
 
     @model_validator(mode="after")
@@ -110,6 +132,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def required_fields_by_table(self) -> dict[str, list[str]]:
+        """REQUIRED_FIELDS `candidates:email,name;orders:id` as {table: [fields]}."""
+        return _parse_required_fields(self.required_fields) if self.required_fields else {}
+
+    @property
     def scheduled_tables(self) -> list[str] | None:
         """The tables the daily run backs up; None means every table in the account."""
         if self.backup_tables is None:
@@ -117,6 +144,17 @@ class Settings(BaseSettings):
         if self.backup_tables.strip() == "*":
             return None
         return [name.strip() for name in self.backup_tables.split(",") if name.strip()]
+
+
+def _parse_required_fields(text: str) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for group in filter(None, (part.strip() for part in text.split(";"))):
+        table, colon, names = group.partition(":")
+        properties = [name.strip() for name in names.split(",") if name.strip()]
+        if not colon or not properties:
+            raise ValueError(f"expected table:field1,field2[;table2:field] but got {group!r}")
+        fields[_as_value_error(validate_table_name, table.strip())] = properties
+    return fields
 
 
 def _describe(error: ValidationError) -> str:

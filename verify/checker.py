@@ -1,0 +1,213 @@
+"""Verify a backup: one streaming pass over its data blob checks the checksum, every line and the
+count, then the live table, the required fields and the age against the RPO."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from azure.core.exceptions import AzureError
+
+from tablebackup import catalog, telemetry
+from tablebackup.backupformat import DataReader, Manifest
+from tablebackup.clients import Storage
+from tablebackup.entities import decode_line
+from tablebackup.errors import BackupError, InvalidInput, NotFound
+from tablebackup.names import validate_backup_id, validate_table_name
+from tablebackup.tablequery import iter_pages
+from verify import results
+
+log = logging.getLogger(__name__)
+
+# Lines reported by name when many are bad; the count covers the rest.
+_MAX_REPORTED = 5
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class Verification:
+    table: str
+    backup: str | None
+    checks: list[Check] = field(default_factory=list)
+    verified_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(name, ok, detail))
+
+    def as_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "backup": self.backup,
+            "table": self.table,
+            "checks": [check.as_json() for check in self.checks],
+        }
+
+    def summary(self) -> str:
+        failed = [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
+        verdict = "passed" if self.ok else "FAILED (" + "; ".join(failed) + ")"
+        return f"verification of {self.backup or self.table} {verdict}"
+
+
+def _hours_since(instant: datetime) -> float:
+    return (datetime.now(UTC) - instant).total_seconds() / 3600
+
+
+def _check_data(storage: Storage, manifest: Manifest, required: list[str], result: Verification) -> None:
+    reader = DataReader(storage.backups, manifest)
+    count, bad, missing_fields = 0, [], []
+    try:
+        for number, line in enumerate(reader.lines(), start=1):
+            count += 1
+            try:
+                entity = decode_line(line)
+            except InvalidInput as error:
+                bad.append(f"line {number}: {error}")
+                continue
+            for name in required:
+                if entity.get(name) in (None, ""):
+                    missing_fields.append(f"line {number} ({entity['PartitionKey']!r}, {entity['RowKey']!r}): {name}")
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        bad.append(f"the data blob is not a complete gzip stream after {count} lines: {error}")
+    except BackupError as error:
+        bad.append(str(error))
+
+    same = (reader.sha256, reader.bytes) == (manifest.sha256, manifest.bytes)
+    result.add(
+        "checksum",
+        same,
+        f"{reader.bytes} bytes, SHA-256 {reader.sha256}"
+        + ("" if same else f"; the manifest says {manifest.bytes} bytes, SHA-256 {manifest.sha256}"),
+    )
+    result.add(
+        "entities decode",
+        not bad,
+        "every line is an entity with valid keys and types"
+        if not bad
+        else f"{len(bad)} bad: " + "; ".join(bad[:_MAX_REPORTED]),
+    )
+    result.add(
+        "entity count",
+        count == manifest.entities,
+        f"{count} lines" + ("" if count == manifest.entities else f", the manifest says {manifest.entities}"),
+    )
+    if required:
+        result.add(
+            "required fields",
+            not missing_fields,
+            f"{', '.join(required)} present and non-empty on every entity"
+            if not missing_fields
+            else f"{len(missing_fields)} missing or empty: " + "; ".join(missing_fields[:_MAX_REPORTED]),
+        )
+
+
+def _check_live_count(storage: Storage, manifest: Manifest, result: Verification) -> None:
+    """Drift against the live table is information: the table keeps changing after the backup."""
+    try:
+        client = storage.tables.get_table_client(manifest.table)
+        live = sum(len(page) for page in iter_pages(client, select=["PartitionKey", "RowKey"]))
+        drift = live - manifest.entities
+        detail = f"the live table has {live} entities, the backup {manifest.entities} (drift {drift:+d})"
+    except NotFound:
+        detail = "the live table does not exist"
+    except (BackupError, AzureError) as error:
+        detail = f"the live table could not be counted: {str(error).splitlines()[0]}"
+    result.add("live table count", True, detail)
+
+
+def verify_backup(storage: Storage, table: str, backup: str | None = None) -> Verification:
+    """Verify the named backup, or the newest backup attempt of the table."""
+    with telemetry.operation("verify", table):
+        return _verify(storage, table, backup)
+
+
+def _verify(storage: Storage, table: str, backup: str | None) -> Verification:
+    validate_table_name(table)
+    if backup is not None:
+        validate_backup_id(backup)
+        if not backup.startswith(f"{table}-"):
+            raise InvalidInput(f"backup {backup!r} is not a backup of table {table!r}")
+    max_age = storage.settings.backup_max_age_hours
+    attempts = catalog.backup_attempts(storage.backups, table)
+    result = Verification(table=table, backup=backup)
+    if backup is None:
+        if not attempts:
+            result.add("manifest", False, f"table {table!r} has no backup at all")
+            result.add("recovery point", False, f"no backup within {max_age:g} hours")
+            return result
+        result.backup = attempts[0][0]
+    manifest = None
+    try:
+        manifest = catalog.read_manifest(storage.backups, result.backup)
+    except NotFound:
+        result.add("manifest", False, f"backup {result.backup!r} has no manifest: it is incomplete")
+    except BackupError as error:
+        result.add("manifest", False, str(error))
+    else:
+        result.add("manifest", True, f"{manifest.format} v{manifest.format_version}, {manifest.entities} entities")
+        _check_data(storage, manifest, storage.settings.required_fields_by_table.get(table, []), result)
+        _check_live_count(storage, manifest, result)
+    newest = next((backup_id for backup_id, complete in attempts if complete), None)
+    if newest is None:
+        result.add("recovery point", False, f"table {table!r} has no complete backup")
+    else:
+        newest_manifest = manifest if manifest and manifest.backup == newest else None
+        age = _hours_since((newest_manifest or catalog.read_manifest(storage.backups, newest)).finished_at)
+        result.add(
+            "recovery point",
+            age <= max_age,
+            f"the newest complete backup {newest} is {age:.1f} hours old (limit {max_age:g})",
+        )
+    return result
+
+
+def verify_all(storage: Storage) -> list[Verification]:
+    """The newest backup of every table that has backups, plus every scheduled table (so a table
+    that was never backed up fails)."""
+    tables = set(catalog.backed_up_tables(storage.backups))
+    tables |= set(storage.settings.scheduled_tables or [])
+    return [verify_backup(storage, table) for table in sorted(tables)]
+
+
+def verify_and_record(
+    storage: Storage, table: str | None = None, backup: str | None = None, *, every_table: bool = False
+) -> list[Verification]:
+    """Verify, then record each outcome (a row, a log record, a metric) and notify on failure."""
+    outcomes = verify_all(storage) if every_table else [verify_backup(storage, table, backup)]
+    for outcome in outcomes:
+        results.save_row(
+            storage,
+            storage.settings.verifications_table,
+            outcome.table,
+            outcome.verified_at,
+            {"ok": outcome.ok, "backup": outcome.backup or "", "checks": outcome.as_json()["checks"]},
+        )
+        context = {"table": outcome.table, "backup": outcome.backup, "ok": outcome.ok}
+        if outcome.ok:
+            log.info("verification passed: table=%s backup=%s", outcome.table, outcome.backup, extra=context)
+        else:
+            log.error("verification failed: %s", outcome.summary(), extra=context)
+        telemetry.record_outcome("verify", outcome.table, outcome.ok)
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    if failed:
+        results.notify(
+            storage.settings.notify_webhook_url,
+            "Backup verification FAILED: " + " | ".join(outcome.summary() for outcome in failed),
+            {"ok": False, "results": [outcome.as_json() for outcome in outcomes]},
+        )
+    return outcomes

@@ -25,11 +25,13 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
 	$(PY) -m pytest
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,39 @@
+"""The Bicep sets exactly the settings the code reads, so the two can't drift apart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tablebackup.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+# Only ever given locally: in Azure the identity-based endpoints replace them.
+_LOCAL_ONLY = {"AZURE_STORAGE_CONNECTION_STRING", "BACKUP_BLOB_CONNECTION_STRING"}
+# Read by the platform, not by our settings object.
+_PLATFORM = re.compile(r"^(AzureWebJobsStorage__\w+|APPLICATIONINSIGHTS_\w+)$")
+
+
+def _bicep_app_settings() -> set[str]:
+    text = (ROOT / "infra" / "main.bicep").read_text()
+    block = text[text.index("appSettings: [") : text.index("]", text.index("appSettings: ["))]
+    return set(re.findall(r"name: '([^']+)'", block))
+
+
+def _binding_settings(functions) -> set[str]:
+    names = set()
+    for function in functions.values():
+        for binding in function.get_bindings():
+            for value in binding.get_dict_repr().values():
+                if isinstance(value, str):
+                    names |= set(re.findall(r"%(\w+)%", value))
+    return names
+
+
+def test_bicep_sets_every_setting_the_code_reads(functions):
+    code = {field.alias for field in Settings.model_fields.values()} - _LOCAL_ONLY
+    code |= _binding_settings(functions)
+    bicep = _bicep_app_settings()
+
+    assert code - bicep == set(), "settings the code reads that the Bicep does not set"
+    assert {name for name in bicep - code if not _PLATFORM.match(name)} == set(), "settings nobody reads"

@@ -2,6 +2,7 @@
 
 import azure.functions as func
 
+from audit.functions import bp as audit_blueprint
 from backup.functions import bp as backup_blueprint
 from restore.functions import bp as restore_blueprint
 from tablebackup import telemetry
@@ -13,3 +14,4 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(backup_blueprint)
 app.register_functions(restore_blueprint)
 app.register_functions(verify_blueprint)
+app.register_functions(audit_blueprint)

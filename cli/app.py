@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cli import backups, restores, verifies
+from cli import audits, backups, restores, verifies
 from cli.common import CommandFailed
 from cli.output import fail
 from tablebackup.errors import BackupError
@@ -30,7 +30,14 @@ def app(verbose: bool) -> None:
     logging.getLogger("azure").setLevel(logging.WARNING)
 
 
-for command in (backups.backup, backups.list_backups, restores.restore, verifies.verify, verifies.drill):
+for command in (
+    backups.backup,
+    backups.list_backups,
+    restores.restore,
+    verifies.verify,
+    verifies.drill,
+    audits.audit,
+):
     app.add_command(command)
 
 

@@ -161,6 +161,16 @@ param rtoMinutes string = '60'
 @secure()
 param notifyWebhookUrl string = ''
 
+@description('Daily run: full, or incremental with a weekly full on fullBackupDay (BACKUP_MODE).')
+@allowed([
+  'full'
+  'incremental'
+])
+param backupMode string = 'full'
+
+@description('Weekday of the weekly full backup in incremental mode (FULL_BACKUP_DAY).')
+param fullBackupDay string = 'sunday'
+
 @description('Restores over HTTP with more entities than this are queued (RESTORE_HTTP_MAX_ENTITIES).')
 param restoreHttpMaxEntities string = '50000'
 
@@ -689,6 +699,18 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: backupSchedule
         }
         {
+          name: 'BACKUP_MODE'
+          value: backupMode
+        }
+        {
+          name: 'FULL_BACKUP_DAY'
+          value: fullBackupDay
+        }
+        {
+          name: 'INCREMENTAL_OVERLAP_MINUTES'
+          value: '15'
+        }
+        {
           name: 'VERIFY_SCHEDULE'
           value: verifySchedule
         }
@@ -731,6 +753,39 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'RESTORE_WORKERS'
           value: restoreWorkers
+        }
+        // The audit trail: messages on the host account's queue, entries in the data account.
+        {
+          name: 'AUDIT_QUEUE'
+          value: 'audit-events'
+        }
+        {
+          name: 'AUDIT_TABLE'
+          value: 'auditlogs'
+        }
+        {
+          name: 'AUDIT_REJECTED_TABLE'
+          value: 'auditrejected'
+        }
+        {
+          name: 'AUDIT_PAYLOAD_CONTAINER'
+          value: 'audit-payloads'
+        }
+        {
+          name: 'AUDIT_QUERY_DAYS'
+          value: '7'
+        }
+        {
+          name: 'EXPORT_CONTAINER'
+          value: 'exports'
+        }
+        {
+          name: 'EXPORT_INLINE_MAX_ENTITIES'
+          value: '5000'
+        }
+        {
+          name: 'IMPORT_MAX_BODY_BYTES'
+          value: '10485760'
         }
         {
           name: 'STORAGE_RETRIES'

@@ -19,11 +19,12 @@ from datetime import UTC, datetime
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
+from audit.entries import record_operation
 from backup.archiver import backup_table
 from tablebackup import catalog, telemetry
-from tablebackup.backupformat import Manifest, read_data_lines, read_data_sha256
+from tablebackup.backupformat import Manifest, read_data_sha256
+from tablebackup.chain import chain_of, state_entities
 from tablebackup.clients import Storage
-from tablebackup.entities import decode_line
 from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
 from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
 from tablebackup.odatafilter import ODataFilter, parse_filter
@@ -111,21 +112,22 @@ def choose_backup(storage: Storage, table: str, backup: str | None, as_of: datet
 
 
 def verify_data_blob(storage: Storage, manifest: Manifest) -> None:
-    """Refuse a backup whose data blob is not exactly what its manifest describes."""
-    sha256, size = read_data_sha256(storage.backups, manifest)
-    if (sha256, size) != (manifest.sha256, manifest.bytes):
-        raise BackupError(
-            f"backup {manifest.backup!r} is damaged: its data blob ({size} bytes, SHA-256 {sha256[:12]}…) does not "
-            f"match the manifest ({manifest.bytes} bytes, {manifest.sha256[:12]}…); use --force to restore anyway"
-        )
+    """Refuse a backup (and, for an incremental, any backup it builds on) whose blobs are not
+    exactly what its manifest describes."""
+    for link in chain_of(storage.backups, manifest):
+        for blob, expected_size, expected_sha256 in link.blobs():
+            sha256, size = read_data_sha256(storage.backups, link, blob)
+            if (sha256, size) != (expected_sha256, expected_size):
+                raise BackupError(
+                    f"backup {link.backup!r} is damaged: its blob {blob!r} ({size} bytes, SHA-256 {sha256[:12]}…) "
+                    f"does not match the manifest ({expected_size} bytes, {expected_sha256[:12]}…); "
+                    "use --force to restore anyway"
+                )
 
 
 def _backup_entities(storage: Storage, manifest: Manifest, predicate: ODataFilter | None) -> Iterator[dict]:
-    for number, line in enumerate(read_data_lines(storage.backups, manifest), start=1):
-        try:
-            entity = decode_line(line)
-        except InvalidInput as error:
-            raise BackupError(f"backup {manifest.backup!r} line {number}: {error}") from None
+    """The table's state at the backup (a whole chain for an incremental), filtered."""
+    for entity in state_entities(storage.backups, manifest):
         if predicate is None or predicate.matches(entity):
             yield entity
 
@@ -195,6 +197,14 @@ def restore(
         telemetry.record_volume("restore", target, tally.restored + tally.deleted)
     result.restored, result.deleted, result.skipped = tally.restored, tally.deleted, tally.skipped
     result.seconds = time.monotonic() - started
+    if not request.dry_run:
+        record_operation(
+            storage,
+            "RESTORE",
+            request.actor,
+            target,
+            {"table": request.table, "filter": request.filter, **result.as_json()},
+        )
     log.info(
         "restore %s: table=%s backup=%s target=%s mode=%s restored=%d deleted=%d skipped=%d actor=%s",
         "planned (dry run)" if request.dry_run else "complete",

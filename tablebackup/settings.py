@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,13 @@ class Settings(BaseSettings):
     backup_container: str = Field("table-backups", alias="BACKUP_CONTAINER")
 
     table_name: str = Field("candidates", alias="TABLE_NAME")
+    # The daily run: full every day, or incrementals with a weekly full on FULL_BACKUP_DAY.
+    backup_mode: Literal["full", "incremental"] = Field("full", alias="BACKUP_MODE")
+    # Incrementals re-read entities changed this long before their parent started (clock skew, writes in flight).
+    incremental_overlap_minutes: float = Field(15, ge=0, le=24 * 60, alias="INCREMENTAL_OVERLAP_MINUTES")
+    full_backup_day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(
+        "sunday", alias="FULL_BACKUP_DAY"
+    )
     backup_tables: str | None = Field(None, alias="BACKUP_TABLES")
 
     # Restores over HTTP above this many entities run on the queue instead (HTTP answers are capped at 230 s).
@@ -55,6 +63,17 @@ class Settings(BaseSettings):
     verifications_table: str = Field("backupverifications", alias="VERIFICATIONS_TABLE")
     drills_table: str = Field("drillreports", alias="DRILLS_TABLE")
     rto_minutes: float = Field(60, gt=0, alias="RTO_MINUTES")
+
+    # The audit trail: entries in a table of the data account, large payloads in the backup account.
+    audit_table: str = Field("auditlogs", alias="AUDIT_TABLE")
+    audit_rejected_table: str = Field("auditrejected", alias="AUDIT_REJECTED_TABLE")
+    audit_payload_container: str = Field("audit-payloads", alias="AUDIT_PAYLOAD_CONTAINER")
+    audit_query_days: int = Field(7, ge=1, le=3660, alias="AUDIT_QUERY_DAYS")
+
+    # Export and import.
+    export_container: str = Field("exports", alias="EXPORT_CONTAINER")
+    export_inline_max_entities: int = Field(5_000, ge=0, alias="EXPORT_INLINE_MAX_ENTITIES")
+    import_max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, alias="IMPORT_MAX_BODY_BYTES")
 
     # Transient failures (500, 503, timeouts) are retried this many times with exponential backoff.
     storage_retries: int = Field(5, ge=0, le=20, alias="STORAGE_RETRIES")
@@ -77,6 +96,11 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("backup_mode", "full_backup_day", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("table_service_uri", "backup_blob_service_uri", "notify_webhook_url")
     @classmethod
     def _is_url(cls, value: str | None) -> str | None:
@@ -84,7 +108,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://<account>.table.core.windows.net")
         return value
 
-    @field_validator("backup_container")
+    @field_validator("backup_container", "audit_payload_container", "export_container")
     @classmethod
     def _is_container_name(cls, value: str) -> str:
         if not _CONTAINER_RE.match(value):
@@ -96,6 +120,8 @@ class Settings(BaseSettings):
         "restore_operations_table",
         "verifications_table",
         "drills_table",
+        "audit_table",
+        "audit_rejected_table",
     )
     @classmethod
     def _is_table_name(cls, value: str) -> str:

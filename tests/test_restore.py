@@ -295,3 +295,16 @@ def test_large_entities_restore_in_size_bounded_batches(storage, unique_name):
 
     assert result.restored == 10
     assert table_state(client) == original
+
+
+def test_every_restore_is_audited_with_who_what_and_counts(storage, backed_up):
+    from audit.queries import find_entries
+
+    client, _, manifest = backed_up
+    restore(storage, RestoreRequest(table=client.table_name, backup="latest", mode="missing", actor="alice"))
+    restore(storage, RestoreRequest(table=client.table_name, backup="latest", dry_run=True, actor="bob"))
+
+    [entry] = find_entries(storage, table=client.table_name, operation="RESTORE")
+    assert entry["userId"] == "alice"
+    assert entry["afterData"]["backup"] == manifest.backup
+    assert (entry["afterData"]["mode"], entry["afterData"]["skipped"]) == ("missing", 300)

@@ -1,0 +1,50 @@
+"""Audit triggers: the queue writer on %AUDIT_QUEUE% and GET /api/audit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field
+
+from audit.queries import find_entries
+from audit.writer import handle_message
+from tablebackup.clients import Storage
+from tablebackup.httpapi import error_response, json_response, parse_fields
+
+bp = func.Blueprint()
+
+
+@bp.function_name("audit_writer")
+@bp.queue_trigger(arg_name="msg", queue_name="%AUDIT_QUEUE%", connection="AzureWebJobsStorage")
+def audit_writer(msg: func.QueueMessage) -> None:
+    handle_message(
+        Storage.from_settings(),
+        msg.get_body(),
+        msg.id,
+        inserted_at=msg.insertion_time,
+        delivery=msg.dequeue_count or 1,
+    )
+
+
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    table: str | None = None
+    partition_key: str | None = Field(None, alias="partitionKey")
+    row_key: str | None = Field(None, alias="rowKey")
+    operation: str | None = None
+    user: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@bp.function_name("list_audit_entries")
+@bp.route(route="audit", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_audit_entries(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        query = parse_fields(dict(req.params), AuditQuery)
+        entries = find_entries(Storage.from_settings(), **query.model_dump())
+    except Exception as error:
+        return error_response(error)
+    return json_response({"entries": entries})

@@ -1,0 +1,51 @@
+"""The queue writer's job: one message in, exactly one entry (or one rejected row) out.
+
+Storage failures raise, so the host delivers the message again (up to maxDequeueCount, then to
+the `<queue>-poison` queue); a message that can never succeed is rejected and returns normally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+
+from audit.entries import write_event
+from audit.messages import Rejected, parse_message
+from audit.rejected import reject
+from audit.tables import Refused
+from tablebackup.clients import Storage
+
+log = logging.getLogger(__name__)
+
+
+def handle_message(
+    storage: Storage,
+    body: bytes,
+    message_id: str | None,
+    *,
+    inserted_at: datetime | None = None,
+    delivery: int = 1,
+) -> str:
+    """Write the message's entry once. Returns "written", "duplicate" (an earlier delivery wrote
+    it) or "rejected" (kept in the rejected-messages table with the reason)."""
+    # The host always gives an id; without one, the body stands in so redeliveries still match.
+    message_id = message_id or "sha256:" + hashlib.sha256(body).hexdigest()
+    try:
+        event = parse_message(body)
+        written = write_event(storage, event, message_id)
+    except (Rejected, Refused) as error:
+        reject(storage, body, message_id, str(error), inserted_at=inserted_at, delivery=delivery)
+        log.warning("audit message %s rejected: %s", message_id, error, extra={"messageId": message_id})
+        return "rejected"
+    outcome = "written" if written else "duplicate"
+    log.info(
+        "audit %s %s %s by %s: %s",
+        event.operation,
+        event.table,
+        event.entity_key,
+        event.user_id,
+        outcome,
+        extra={"table": event.table, "messageId": message_id},
+    )
+    return outcome

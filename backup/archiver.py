@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 
 from azure.core.exceptions import AzureError
 
-from tablebackup import telemetry
+from backup.incremental import stream_incremental
+from tablebackup import catalog, telemetry
 from tablebackup.backupformat import DataBlobWriter, Manifest, new_backup_id, write_manifest
 from tablebackup.clients import Storage
 from tablebackup.entities import encode_line
-from tablebackup.errors import BackupError, StorageUnavailable
+from tablebackup.errors import BackupError, NotFound, StorageUnavailable
 from tablebackup.names import validate_table_name
 from tablebackup.tablequery import iter_pages
 
@@ -23,15 +24,22 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 
 
-def backup_table(storage: Storage, table: str, *, on_progress: Progress | None = None) -> Manifest:
-    """Back up one table; the backup is listed only once its manifest is written, last."""
+def backup_table(
+    storage: Storage, table: str, *, incremental: bool = False, on_progress: Progress | None = None
+) -> Manifest:
+    """Back up one table, in full or (when it has a complete backup) only what changed since its
+    newest one. The backup is listed only once its manifest is written, last."""
     validate_table_name(table)
     started = datetime.now(UTC)
     backup_id = new_backup_id(table, started)
-    context = {"table": table, "backup": backup_id}
-    log.info("backup started: table=%s backup=%s", table, backup_id, extra=context)
-    with telemetry.operation("backup", table, backup=backup_id):
-        manifest = _stream_table(storage, table, backup_id, started, on_progress)
+    parent = _newest(storage, table) if incremental else None
+    context = {"table": table, "backup": backup_id, "kind": "incremental" if parent else "full"}
+    log.info("backup started: table=%s backup=%s kind=%s", table, backup_id, context["kind"], extra=context)
+    with telemetry.operation("backup", table, backup=backup_id, kind=context["kind"]):
+        if parent is None:
+            manifest = _stream_table(storage, table, backup_id, started, on_progress)
+        else:
+            manifest = _stream_changes(storage, table, backup_id, started, parent, on_progress)
         write_manifest(storage.backups, manifest)
         telemetry.record_volume("backup", table, manifest.entities, manifest.bytes)
     log.info(
@@ -43,6 +51,25 @@ def backup_table(storage: Storage, table: str, *, on_progress: Progress | None =
         extra={**context, "entities": manifest.entities, "bytes": manifest.bytes, "sha256": manifest.sha256},
     )
     return manifest
+
+
+def _newest(storage: Storage, table: str) -> Manifest | None:
+    try:
+        return catalog.latest_backup(storage.backups, table)
+    except NotFound:
+        return None
+
+
+def _stream_changes(
+    storage: Storage, table: str, backup_id: str, started: datetime, parent: Manifest, on_progress: Progress | None
+) -> Manifest:
+    try:
+        storage.ensure_backup_container()
+        return stream_incremental(storage, table, backup_id, started, parent, on_progress)
+    except AzureError as error:
+        raise StorageUnavailable(
+            f"writing backup {backup_id!r} to {storage.backups.url} failed: {str(error).splitlines()[0]}"
+        ) from error
 
 
 def _stream_table(
@@ -124,6 +151,7 @@ def backup_tables(
     storage: Storage,
     tables: list[str],
     *,
+    incremental: bool = False,
     on_progress: Callable[[str, int], None] | None = None,
 ) -> BackupRun:
     """Back up each table in turn; a failing table is recorded and the rest go on."""
@@ -131,7 +159,7 @@ def backup_tables(
     for table in tables:
         report = (lambda count, table=table: on_progress(table, count)) if on_progress else None
         try:
-            run.backups.append(backup_table(storage, table, on_progress=report))
+            run.backups.append(backup_table(storage, table, incremental=incremental, on_progress=report))
         except BackupError as error:
             log.error("backup failed: table=%s: %s", table, error, extra={"table": table, "error": str(error)})
             run.failures[table] = error
@@ -141,6 +169,10 @@ def backup_tables(
     return run
 
 
-def scheduled_backup(storage: Storage) -> BackupRun:
-    """The daily run: every configured table."""
-    return backup_tables(storage, tables_to_back_up(storage))
+def scheduled_backup(storage: Storage, now: datetime | None = None) -> BackupRun:
+    """The daily run: every configured table; with BACKUP_MODE=incremental, a full backup on
+    FULL_BACKUP_DAY and incrementals on the other days."""
+    now = now or datetime.now(UTC)
+    settings = storage.settings
+    incremental = settings.backup_mode == "incremental" and now.strftime("%A").lower() != settings.full_backup_day
+    return backup_tables(storage, tables_to_back_up(storage), incremental=incremental)

@@ -10,7 +10,7 @@ from cli.output import emit, progress
 
 def _backup_text(data: dict) -> str:
     lines = [
-        f"backed up {b['table']}: {b['backup']}  {b['entities']:,} entities, {human_size(b['bytes'])}, "
+        f"backed up {b['table']}: {b['backup']} ({b['kind']})  {b['entities']:,} entities, {human_size(b['bytes'])}, "
         f"sha256 {b['sha256'][:12]}…"
         for b in data["backups"]
     ]
@@ -21,8 +21,13 @@ def _backup_text(data: dict) -> str:
 @click.command()
 @click.option("--table", "-t", "table", multiple=True, help="Table to back up; repeat for more.")
 @click.option("--all", "every_table", is_flag=True, help="Back up every table in the account.")
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Store only what changed (and the keys deleted) since the table's newest backup; full if it has none.",
+)
 @json_option
-def backup(table: tuple[str, ...], every_table: bool, as_json: bool) -> None:
+def backup(table: tuple[str, ...], every_table: bool, incremental: bool, as_json: bool) -> None:
     """Back up tables now: the named ones, --all, or the configured BACKUP_TABLES."""
     from backup.archiver import backup_tables, tables_to_back_up
 
@@ -31,7 +36,7 @@ def backup(table: tuple[str, ...], every_table: bool, as_json: bool) -> None:
     storage = open_storage()
     with progress() as report:
         tables = tables_to_back_up(storage, list(table), every_table=every_table)
-        run = backup_tables(storage, tables, on_progress=report)
+        run = backup_tables(storage, tables, incremental=incremental, on_progress=report)
     emit(run.as_json(), as_json, _backup_text)
     if not run.ok:
         raise CommandFailed(run.summary())
@@ -40,9 +45,10 @@ def backup(table: tuple[str, ...], every_table: bool, as_json: bool) -> None:
 def _list_text(data: dict) -> str:
     if not data["backups"]:
         return f"no complete backups of {data['table']}"
-    rows = [f"{'BACKUP':<40} {'TAKEN AT (UTC)':<28} {'ENTITIES':>10} {'SIZE':>10}"]
+    rows = [f"{'BACKUP':<40} {'TAKEN AT (UTC)':<28} {'KIND':<12} {'ENTITIES':>10} {'SIZE':>10}  PARENT"]
     rows += [
-        f"{b['backup']:<40} {b['taken_at']:<28} {b['entities']:>10,} {human_size(b['bytes']):>10}"
+        f"{b['backup']:<40} {b['taken_at']:<28} {b['kind']:<12} {b['entities']:>10,} {human_size(b['bytes']):>10}"
+        f"  {b['parent'] or ''}"
         for b in data["backups"]
     ]
     return "\n".join(rows)

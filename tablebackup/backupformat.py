@@ -27,6 +27,9 @@ FORMAT_VERSION = 1
 TOOL_VERSION = "0.1.0"
 DATA_BLOB = "data.ndjson.gz"
 MANIFEST_BLOB = "manifest.json"
+# An incremental's extra blobs: keys deleted since its parent, and every key the table held.
+DELETED_BLOB = "deleted.ndjson.gz"
+KEYS_BLOB = "keys.ndjson.gz"
 
 # Staged block size: large enough for throughput, small enough to bound memory.
 BLOCK_BYTES = 4 * 1024 * 1024
@@ -46,6 +49,17 @@ def manifest_blob_name(backup_id: str) -> str:
     return f"{backup_id}/{MANIFEST_BLOB}"
 
 
+class BlobInfo(BaseModel):
+    """One gzip NDJSON blob of a backup besides its data blob."""
+
+    model_config = ConfigDict(frozen=True)
+
+    blob: str
+    lines: int
+    bytes: int
+    sha256: str
+
+
 class Manifest(BaseModel):
     """What a complete backup holds; its presence is what makes the backup complete."""
 
@@ -56,16 +70,25 @@ class Manifest(BaseModel):
     backup: str
     table: str
     source_account: str
-    kind: str = "full"
+    kind: str = "full"  # or "incremental": only what changed since `parent`
+    parent: str | None = None  # the backup an incremental builds on
     started_at: datetime
     finished_at: datetime
     entities: int
     bytes: int
     sha256: str
     data_blob: str
+    deleted: BlobInfo | None = None  # incremental: {"PartitionKey", "RowKey"} lines
+    keys: BlobInfo | None = None  # incremental: the table's whole key set at this backup
     compression: str = "gzip"
     encoding: str = "ndjson-odata-minimalmetadata"
     tool_version: str = TOOL_VERSION
+
+    def blobs(self) -> list[tuple[str, int, str]]:
+        """(name, bytes, SHA-256) of every blob this manifest describes."""
+        described = [(self.data_blob, self.bytes, self.sha256)]
+        described += [(info.blob, info.bytes, info.sha256) for info in (self.deleted, self.keys) if info]
+        return described
 
     def summary(self) -> dict:
         """The fields users see for one backup, JSON-ready."""
@@ -73,6 +96,7 @@ class Manifest(BaseModel):
             "backup": self.backup,
             "table": self.table,
             "kind": self.kind,
+            "parent": self.parent,
             "entities": self.entities,
             "bytes": self.bytes,
             "sha256": self.sha256,
@@ -129,8 +153,8 @@ class _BlockSink(io.RawIOBase):
 class DataBlobWriter:
     """Streams NDJSON lines into a gzip block blob; memory stays at about one block."""
 
-    def __init__(self, container: ContainerClient, backup_id: str):
-        self.name = data_blob_name(backup_id)
+    def __init__(self, container: ContainerClient, backup_id: str, leaf: str = DATA_BLOB):
+        self.name = f"{backup_id}/{leaf}"
         self._sink = _BlockSink(container, self.name)
         self._gzip = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
         self.entities = 0
@@ -145,6 +169,10 @@ class DataBlobWriter:
         sha256 = self._sink.commit()
         return self._sink.bytes, sha256
 
+    def finish_info(self) -> BlobInfo:
+        size, sha256 = self.finish()
+        return BlobInfo(blob=self.name, lines=self.entities, bytes=size, sha256=sha256)
+
 
 def write_manifest(container: ContainerClient, manifest: Manifest) -> None:
     try:
@@ -157,35 +185,34 @@ def write_manifest(container: ContainerClient, manifest: Manifest) -> None:
         raise BackupError(f"backup {manifest.backup!r} already has a manifest; backups are never overwritten") from None
 
 
-def _download(container: ContainerClient, manifest: Manifest):
+def _download(container: ContainerClient, manifest: Manifest, blob: str | None = None):
+    name = blob or manifest.data_blob
     try:
-        return container.get_blob_client(manifest.data_blob).download_blob()
+        return container.get_blob_client(name).download_blob()
     except ResourceNotFoundError:
-        raise BackupError(
-            f"backup {manifest.backup!r} is damaged: its data blob {manifest.data_blob!r} is missing"
-        ) from None
+        raise BackupError(f"backup {manifest.backup!r} is damaged: its blob {name!r} is missing") from None
 
 
-def read_data_sha256(container: ContainerClient, manifest: Manifest) -> tuple[str, int]:
-    """SHA-256 and size of the data blob as stored, streamed."""
+def read_data_sha256(container: ContainerClient, manifest: Manifest, blob: str | None = None) -> tuple[str, int]:
+    """SHA-256 and size of the data blob (or another blob of the backup) as stored, streamed."""
     digest, size = hashlib.sha256(), 0
-    for chunk in _download(container, manifest).chunks():
+    for chunk in _download(container, manifest, blob).chunks():
         digest.update(chunk)
         size += len(chunk)
     return digest.hexdigest(), size
 
 
-def read_data_lines(container: ContainerClient, manifest: Manifest) -> Iterator[bytes]:
-    """The data blob's lines, streamed and decompressed chunk by chunk."""
-    return DataReader(container, manifest).lines()
+def read_data_lines(container: ContainerClient, manifest: Manifest, blob: str | None = None) -> Iterator[bytes]:
+    """The lines of the data blob (or another blob of the backup), streamed chunk by chunk."""
+    return DataReader(container, manifest, blob).lines()
 
 
 class DataReader:
     """Streams a data blob's lines and, once they are read, tells the stored blob's SHA-256 and size,
     so one pass can both decode and check a backup."""
 
-    def __init__(self, container: ContainerClient, manifest: Manifest):
-        self._container, self._manifest = container, manifest
+    def __init__(self, container: ContainerClient, manifest: Manifest, blob: str | None = None):
+        self._container, self._manifest, self._blob = container, manifest, blob
         self._digest = hashlib.sha256()
         self.bytes = 0
 
@@ -194,7 +221,7 @@ class DataReader:
         return self._digest.hexdigest()
 
     def _chunks(self) -> Iterator[bytes]:
-        for chunk in _download(self._container, self._manifest).chunks():
+        for chunk in _download(self._container, self._manifest, self._blob).chunks():
             self._digest.update(chunk)
             self.bytes += len(chunk)
             yield chunk

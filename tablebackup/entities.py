@@ -139,3 +139,9 @@ def writable(entity: dict) -> dict:
         for name, value in entity.items()
         if name not in SYSTEM_PROPERTIES and not name.startswith("odata.") and not name.startswith("Timestamp@")
     }
+
+
+def service_order(entity: dict) -> tuple[bytes, bytes]:
+    """The Table service's key order: PartitionKey, then RowKey, each compared by UTF-16 code units
+    (ordinal, as .NET and Azurite compare strings), so streams the service listed can be merged."""
+    return entity["PartitionKey"].encode("utf-16-be"), entity["RowKey"].encode("utf-16-be")

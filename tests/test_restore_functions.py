@@ -134,7 +134,7 @@ def test_a_queued_restore_that_fails_is_recorded_as_failed(functions, storage, e
     functions["restore_worker"].get_user_function()(func.QueueMessage(id="m2", body=jobs.value.encode()))
 
     status = orjson.loads(_status(functions, operation).get_body())
-    assert status["status"] == "failed" and "data blob" in status["error"]
+    assert status["status"] == "failed" and "is missing" in status["error"]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from azure.core.exceptions import AzureError
 
 from tablebackup import catalog, telemetry
 from tablebackup.backupformat import DataReader, Manifest
+from tablebackup.chain import chain_of
 from tablebackup.clients import Storage
 from tablebackup.entities import decode_line
 from tablebackup.errors import BackupError, InvalidInput, NotFound
@@ -68,31 +69,76 @@ def _hours_since(instant: datetime) -> float:
     return (datetime.now(UTC) - instant).total_seconds() / 3600
 
 
-def _check_data(storage: Storage, manifest: Manifest, required: list[str], result: Verification) -> None:
-    reader = DataReader(storage.backups, manifest)
-    count, bad, missing_fields = 0, [], []
+@dataclass
+class _Scan:
+    """What one pass over one blob found."""
+
+    label: str
+    lines: int = 0
+    bad: list[str] = field(default_factory=list)
+    missing_fields: list[str] = field(default_factory=list)
+
+
+def _scan(storage: Storage, link: Manifest, blob: str, expected: tuple[int, str], required: list[str]) -> tuple:
+    reader = DataReader(storage.backups, link, blob)
+    scan = _Scan(label=blob)
     try:
         for number, line in enumerate(reader.lines(), start=1):
-            count += 1
+            scan.lines += 1
             try:
                 entity = decode_line(line)
             except InvalidInput as error:
-                bad.append(f"line {number}: {error}")
+                scan.bad.append(f"{blob} line {number}: {error}")
                 continue
             for name in required:
                 if entity.get(name) in (None, ""):
-                    missing_fields.append(f"line {number} ({entity['PartitionKey']!r}, {entity['RowKey']!r}): {name}")
+                    key = f"({entity['PartitionKey']!r}, {entity['RowKey']!r})"
+                    scan.missing_fields.append(f"{blob} line {number} {key}: {name}")
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-        bad.append(f"the data blob is not a complete gzip stream after {count} lines: {error}")
+        scan.bad.append(f"{blob} is not a complete gzip stream after {scan.lines} lines: {error}")
     except BackupError as error:
-        bad.append(str(error))
+        scan.bad.append(str(error))
+    mismatch = None
+    if (reader.bytes, reader.sha256) != expected:
+        mismatch = (
+            f"{blob}: {reader.bytes} bytes, SHA-256 {reader.sha256}; "
+            f"the manifest says {expected[0]} bytes, SHA-256 {expected[1]}"
+        )
+    return scan, mismatch
 
-    same = (reader.sha256, reader.bytes) == (manifest.sha256, manifest.bytes)
+
+def _check_chain(storage: Storage, manifest: Manifest, required: list[str], result: Verification) -> None:
+    """Every blob of the backup, and of every backup an incremental builds on, in one pass each."""
+    try:
+        links = chain_of(storage.backups, manifest)
+    except BackupError as error:
+        result.add("chain", False, str(error))
+        return
+    if len(links) > 1:
+        result.add(
+            "chain",
+            True,
+            f"a full backup and {len(links) - 1} incremental(s): " + " <- ".join(link.backup for link in links),
+        )
+    mismatches, bad, missing_fields, miscounts, blobs = [], [], [], [], 0
+    for link in links:
+        expected_lines = {link.data_blob: link.entities}
+        expected_lines.update({info.blob: info.lines for info in (link.deleted, link.keys) if info})
+        for blob, size, sha256 in link.blobs():
+            blobs += 1
+            is_data = blob == link.data_blob
+            scan, mismatch = _scan(storage, link, blob, (size, sha256), required if is_data else [])
+            mismatches += [mismatch] if mismatch else []
+            bad += scan.bad
+            missing_fields += scan.missing_fields
+            if scan.lines != expected_lines[blob]:
+                miscounts.append(f"{blob}: {scan.lines} lines, the manifest says {expected_lines[blob]}")
     result.add(
         "checksum",
-        same,
-        f"{reader.bytes} bytes, SHA-256 {reader.sha256}"
-        + ("" if same else f"; the manifest says {manifest.bytes} bytes, SHA-256 {manifest.sha256}"),
+        not mismatches,
+        f"{manifest.bytes} bytes, SHA-256 {manifest.sha256}" + (f" ({blobs} blobs match)" if blobs > 1 else "")
+        if not mismatches
+        else "; ".join(mismatches),
     )
     result.add(
         "entities decode",
@@ -103,8 +149,8 @@ def _check_data(storage: Storage, manifest: Manifest, required: list[str], resul
     )
     result.add(
         "entity count",
-        count == manifest.entities,
-        f"{count} lines" + ("" if count == manifest.entities else f", the manifest says {manifest.entities}"),
+        not miscounts,
+        f"{manifest.entities} lines" if not miscounts else "; ".join(miscounts),
     )
     if required:
         result.add(
@@ -121,8 +167,8 @@ def _check_live_count(storage: Storage, manifest: Manifest, result: Verification
     try:
         client = storage.tables.get_table_client(manifest.table)
         live = sum(len(page) for page in iter_pages(client, select=["PartitionKey", "RowKey"]))
-        drift = live - manifest.entities
-        detail = f"the live table has {live} entities, the backup {manifest.entities} (drift {drift:+d})"
+        held = manifest.keys.lines if manifest.keys else manifest.entities
+        detail = f"the live table has {live} entities, the backup {held} (drift {live - held:+d})"
     except NotFound:
         detail = "the live table does not exist"
     except (BackupError, AzureError) as error:
@@ -160,7 +206,7 @@ def _verify(storage: Storage, table: str, backup: str | None) -> Verification:
         result.add("manifest", False, str(error))
     else:
         result.add("manifest", True, f"{manifest.format} v{manifest.format_version}, {manifest.entities} entities")
-        _check_data(storage, manifest, storage.settings.required_fields_by_table.get(table, []), result)
+        _check_chain(storage, manifest, storage.settings.required_fields_by_table.get(table, []), result)
         _check_live_count(storage, manifest, result)
     newest = next((backup_id for backup_id, complete in attempts if complete), None)
     if newest is None:

@@ -1,0 +1,76 @@
+"""Backup chains: an incremental holds what changed since its parent and the keys deleted since
+then, so the table's state at an incremental is its full backup with every later link applied.
+
+All streams here are in the service's key order, so links merge in one streaming pass.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+from azure.storage.blob import ContainerClient
+
+from tablebackup import catalog
+from tablebackup.backupformat import Manifest, read_data_lines
+from tablebackup.entities import decode_line, service_order
+from tablebackup.errors import BackupError, InvalidInput
+
+# Chains longer than this point at a loop or a damaged catalog.
+MAX_CHAIN = 1000
+
+
+def chain_of(container: ContainerClient, manifest: Manifest) -> list[Manifest]:
+    """The full backup and every incremental up to this one, oldest first."""
+    links = [manifest]
+    while links[-1].kind == "incremental":
+        if not links[-1].parent or len(links) > MAX_CHAIN:
+            raise BackupError(f"backup {links[-1].backup!r} is an incremental without a usable parent")
+        links.append(catalog.read_manifest(container, links[-1].parent))
+    return links[::-1]
+
+
+def _entities(container: ContainerClient, manifest: Manifest, blob: str | None = None) -> Iterator[dict]:
+    for number, line in enumerate(read_data_lines(container, manifest, blob), start=1):
+        try:
+            yield decode_line(line)
+        except InvalidInput as error:
+            raise BackupError(f"backup {manifest.backup!r} line {number}: {error}") from None
+
+
+def key_lines(container: ContainerClient, manifest: Manifest) -> Iterator[dict]:
+    """Every key of the table at this backup, in service order."""
+    if manifest.kind == "incremental":
+        if manifest.keys is None:
+            raise BackupError(f"backup {manifest.backup!r} is an incremental without its key index")
+        return _entities(container, manifest, manifest.keys.blob)
+    return ({"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]} for e in _entities(container, manifest))
+
+
+def _events(entities: Iterator[dict], age: int, *, deleted: bool) -> Iterator[tuple]:
+    """(order key, link age, deleted?, entity): for one key, later links sort after earlier ones."""
+    for entity in entities:
+        yield service_order(entity), age, deleted, entity
+
+
+def state_entities(container: ContainerClient, manifest: Manifest) -> Iterator[dict]:
+    """The table's entities at this backup, in service order: for each key, the newest link's
+    version wins, and a deletion in a later link removes it."""
+    chain = chain_of(container, manifest)
+    if len(chain) == 1:
+        yield from _entities(container, manifest)
+        return
+    streams = []
+    for age, link in enumerate(chain):
+        streams.append(_events(_entities(container, link), age, deleted=False))
+        if link.deleted is not None:
+            streams.append(_events(_entities(container, link, link.deleted.blob), age, deleted=True))
+    current_key, newest = None, None
+    for key, _age, deleted, entity in heapq.merge(*streams, key=lambda event: event[:3]):
+        if key != current_key:
+            if newest is not None and not newest[0]:
+                yield newest[1]
+            current_key = key
+        newest = (deleted, entity)
+    if newest is not None and not newest[0]:
+        yield newest[1]

@@ -1,0 +1,154 @@
+"""Incremental backups against real Azurite: only changes and deletions are stored, and restoring
+any link of a chain gives the table exactly as it was at that backup."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from azure.data.tables import UpdateMode
+
+from backup.archiver import backup_table, scheduled_backup
+from localdev.sample import seed_table
+from restore.restorer import RestoreRequest, restore
+from tablebackup import catalog
+from tablebackup.settings import get_settings
+from tests.test_cli import run_cli
+from tests.wire import table_state
+from verify.checker import verify_backup
+
+
+@pytest.fixture
+def exact(env, monkeypatch):
+    """Storage whose incrementals take no safety overlap, so a test sees exactly what changed."""
+    monkeypatch.setenv("INCREMENTAL_OVERLAP_MINUTES", "0")
+    get_settings.cache_clear()
+    from tablebackup.clients import Storage
+
+    return Storage.from_settings()
+
+
+def _lines(storage, blob: str) -> list[dict]:
+    return [orjson.loads(line) for line in gzip.decompress(storage.backups.download_blob(blob).readall()).splitlines()]
+
+
+def _restored(storage, manifest, target: str) -> dict:
+    restore(storage, RestoreRequest(table=manifest.table, backup=manifest.backup, target=target))
+    return table_state(storage.tables.get_table_client(target))
+
+
+def test_a_chain_restores_exactly_the_state_at_each_link(exact, unique_name):
+    storage = exact
+    table = unique_name("chain")
+    seed_table(storage.tables, table, 200)
+    client = storage.tables.get_table_client(table)
+    at_full = table_state(client)
+    full = backup_table(storage, table, incremental=True)  # no backup yet: a full one
+    assert full.kind == "full" and full.parent is None
+
+    client.update_entity({"PartitionKey": "CANDIDATE", "RowKey": "0000001", "name": "updated"}, UpdateMode.MERGE)
+    client.delete_entity("CANDIDATE", "0000002")
+    client.upsert_entity({"PartitionKey": "NEW", "RowKey": "a", "n": 1})
+    at_first = table_state(client)
+    first = backup_table(storage, table, incremental=True)
+
+    client.delete_entity("NEW", "a")
+    client.upsert_entity({"PartitionKey": "CANDIDATE", "RowKey": "0000002", "name": "back again"})
+    client.update_entity({"PartitionKey": "CANDIDATE", "RowKey": "0000001", "name": "twice"}, UpdateMode.MERGE)
+    client.delete_entity("", "0000160")
+    at_second = table_state(client)
+    second = backup_table(storage, table, incremental=True)
+
+    assert (first.kind, first.parent, second.parent) == ("incremental", full.backup, first.backup)
+    assert first.entities == 2 and first.deleted.lines == 1 and first.keys.lines == 200
+    assert _lines(storage, first.deleted.blob) == [{"PartitionKey": "CANDIDATE", "RowKey": "0000002"}]
+    assert second.entities == 2 and second.deleted.lines == 2 and second.keys.lines == 199
+    assert _restored(storage, full, unique_name("atfull")) == at_full
+    assert _restored(storage, first, unique_name("atfirst")) == at_first
+    assert _restored(storage, second, unique_name("atsecond")) == at_second
+
+
+def test_mirror_from_an_incremental_deletes_what_the_chain_deleted(exact, unique_name):
+    storage = exact
+    table = unique_name("mirror")
+    seed_table(storage.tables, table, 50)
+    client = storage.tables.get_table_client(table)
+    backup_table(storage, table)
+    client.delete_entity("CANDIDATE", "0000003")
+    expected = table_state(client)
+    incremental = backup_table(storage, table, incremental=True)
+    client.upsert_entity({"PartitionKey": "CANDIDATE", "RowKey": "0000003", "name": "came back"})
+
+    result = restore(storage, RestoreRequest(table=table, backup=incremental.backup, mode="mirror"))
+
+    assert result.deleted == 1 and table_state(client) == expected
+
+
+def test_list_backups_shows_kind_and_parent(exact, unique_name):
+    storage = exact
+    table = unique_name("kinds")
+    seed_table(storage.tables, table, 5)
+    full = backup_table(storage, table)
+    incremental = backup_table(storage, table, incremental=True)
+
+    listed = orjson.loads(run_cli("list-backups", "--table", table, "--json").stdout)["backups"]
+
+    assert [(b["backup"], b["kind"], b["parent"]) for b in listed] == [
+        (incremental.backup, "incremental", full.backup),
+        (full.backup, "full", None),
+    ]
+    cli = run_cli("backup", "--table", table, "--incremental", "--json")
+    assert orjson.loads(cli.stdout)["backups"][0]["parent"] == incremental.backup
+
+
+def test_verify_checks_the_whole_chain(exact, unique_name):
+    storage = exact
+    table = unique_name("verifychain")
+    seed_table(storage.tables, table, 30)
+    full = backup_table(storage, table)
+    storage.tables.get_table_client(table).delete_entity("CANDIDATE", "0000001")
+    backup_table(storage, table, incremental=True)
+
+    good = verify_backup(storage, table)
+    assert good.ok and any(c.name == "chain" and c.ok for c in good.checks)
+    assert "drift +0" in next(c.detail for c in good.checks if c.name == "live table count")
+
+    blob = storage.backups.get_blob_client(full.data_blob)
+    blob.upload_blob(blob.download_blob().readall()[:-20], overwrite=True)
+    damaged = verify_backup(storage, table)
+    assert not damaged.ok
+    assert full.data_blob in next(c.detail for c in damaged.checks if c.name == "checksum")
+
+
+def test_an_incremental_whose_parent_is_gone_is_refused(exact, unique_name):
+    storage = exact
+    table = unique_name("orphan")
+    seed_table(storage.tables, table, 5)
+    full = backup_table(storage, table)
+    incremental = backup_table(storage, table, incremental=True)
+    storage.backups.delete_blob(f"{full.backup}/manifest.json")
+
+    with pytest.raises(Exception, match="not found"):
+        restore(storage, RestoreRequest(table=table, backup=incremental.backup, target=unique_name("x")))
+    assert not verify_backup(storage, table, incremental.backup).ok
+
+
+@pytest.mark.parametrize(("day", "kind"), [("2026-11-29", "full"), ("2026-11-30", "incremental")])
+def test_the_timer_takes_a_weekly_full_and_incrementals_between(env, monkeypatch, unique_name, day, kind):
+    table = unique_name("weekly")
+    monkeypatch.setenv("BACKUP_MODE", "incremental")
+    monkeypatch.setenv("FULL_BACKUP_DAY", "Sunday")
+    monkeypatch.setenv("BACKUP_TABLES", table)
+    get_settings.cache_clear()
+    from tablebackup.clients import Storage
+
+    storage = Storage.from_settings()
+    seed_table(storage.tables, table, 5)
+    backup_table(storage, table)
+
+    run = scheduled_backup(storage, now=datetime.fromisoformat(day).replace(tzinfo=UTC))  # 29th is a Sunday
+
+    assert [m.kind for m in run.backups] == [kind]
+    assert catalog.latest_backup(storage.backups, table).kind == kind

@@ -8,10 +8,11 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict
 
 from backup.archiver import backup_tables, scheduled_backup, tables_to_back_up
+from backup.retention import policy_from_settings, prune
 from tablebackup import catalog
 from tablebackup.clients import Storage
 from tablebackup.errors import InvalidInput, NotFound
-from tablebackup.httpapi import error_response, json_response, parse_body, parse_fields
+from tablebackup.httpapi import error_response, json_response, parse_body, parse_fields, query_fields
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -27,6 +28,16 @@ def backup_daily(timer: func.TimerRequest) -> None:
     if not run.ok:
         # Failing the invocation is what fires the platform's retry and failure alert.
         raise RuntimeError(run.summary())
+
+
+@bp.function_name("prune_daily")
+@bp.timer_trigger(arg_name="timer", schedule="%PRUNE_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def prune_daily(timer: func.TimerRequest) -> None:
+    storage = Storage.from_settings()
+    result = prune(storage, None, **policy_from_settings(storage.settings))
+    log.info("retention: %d kept, %d deleted", len(result["keep"]), len(result["deleted"]))
+    if result["failed"]:
+        raise RuntimeError("pruning failed: " + "; ".join(f"{f['table']}: {f['error']}" for f in result["failed"]))
 
 
 class BackupRequest(BaseModel):
@@ -65,7 +76,7 @@ class ListRequest(BaseModel):
 @bp.route(route="backups", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_backups(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        request = parse_fields(dict(req.params), ListRequest)
+        request = parse_fields(query_fields(req), ListRequest)
         storage = Storage.from_settings()
         table = request.table or storage.settings.table_name
         manifests = catalog.list_backups(storage.backups, table)

@@ -20,6 +20,16 @@ def open_storage():
     return Storage.from_settings()
 
 
+def current_user() -> str:
+    """Who runs the CLI, for the audit trail."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def human_size(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":

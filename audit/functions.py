@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from audit.queries import find_entries
 from audit.writer import handle_message
 from tablebackup.clients import Storage
-from tablebackup.httpapi import error_response, json_response, parse_fields
+from tablebackup.httpapi import error_response, json_response, parse_fields, query_fields
 
 bp = func.Blueprint()
 
@@ -43,7 +43,7 @@ class AuditQuery(BaseModel):
 @bp.route(route="audit", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_audit_entries(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        query = parse_fields(dict(req.params), AuditQuery)
+        query = parse_fields(query_fields(req), AuditQuery)
         entries = find_entries(Storage.from_settings(), **query.model_dump())
     except Exception as error:
         return error_response(error)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cli import audits, backups, restores, verifies
+from cli import audits, backups, prunes, restores, transfers, verifies
 from cli.common import CommandFailed
 from cli.output import fail
 from tablebackup.errors import BackupError
@@ -37,6 +37,9 @@ for command in (
     verifies.verify,
     verifies.drill,
     audits.audit,
+    prunes.prune,
+    transfers.export,
+    transfers.import_,
 ):
     app.add_command(command)
 

@@ -145,6 +145,9 @@ param storageRetryBackoffSeconds string = '0.8'
 @description('Connect and read timeout in seconds (STORAGE_TIMEOUT_SECONDS).')
 param storageTimeoutSeconds string = '60'
 
+@description('Schedule of the retention run (PRUNE_SCHEDULE), after the verification.')
+param pruneSchedule string = '0 0 3 * * *'
+
 @description('Schedule of the daily verification (VERIFY_SCHEDULE), after the backup.')
 param verifySchedule string = '0 30 2 * * *'
 
@@ -709,6 +712,22 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'INCREMENTAL_OVERLAP_MINUTES'
           value: '15'
+        }
+        {
+          name: 'PRUNE_SCHEDULE'
+          value: pruneSchedule
+        }
+        {
+          name: 'RETENTION_DAILY'
+          value: string(retentionDaily)
+        }
+        {
+          name: 'RETENTION_WEEKLY'
+          value: string(retentionWeekly)
+        }
+        {
+          name: 'RETENTION_MONTHLY'
+          value: string(retentionMonthly)
         }
         {
           name: 'VERIFY_SCHEDULE'

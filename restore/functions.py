@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from restore import operations
 from restore.restorer import RestoreRequest
 from tablebackup.clients import Storage
-from tablebackup.httpapi import error_response, json_response, parse_body
+from tablebackup.httpapi import caller, error_response, json_response, parse_body
 
 bp = func.Blueprint()
 
@@ -28,11 +28,6 @@ class RestoreBody(BaseModel):
     mode: Literal["replace", "merge", "missing", "mirror"] = "replace"
     dry_run: bool = Field(False, alias="dryRun")
     force: bool = False
-
-
-def _caller(req: func.HttpRequest) -> str:
-    # App Service authentication names the caller; a function key alone does not.
-    return req.headers.get("x-ms-client-principal-name") or "function-key"
 
 
 @bp.function_name("restore_table")
@@ -51,7 +46,7 @@ def restore_table(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpRespon
             mode=body.mode,
             dry_run=body.dry_run,
             force=body.force,
-            actor=_caller(req),
+            actor=caller(req),
         )
         answer, message = operations.start(Storage.from_settings(), request)
     except Exception as error:

@@ -17,25 +17,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
-
 from audit.entries import record_operation
 from backup.archiver import backup_table
 from tablebackup import catalog, telemetry
 from tablebackup.backupformat import Manifest, read_data_sha256
 from tablebackup.chain import chain_of, state_entities
 from tablebackup.clients import Storage
-from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
+from tablebackup.errors import BackupError, InvalidInput, NotFound
 from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
 from tablebackup.odatafilter import ODataFilter, parse_filter
 from tablebackup.reconcile import MODES, Tally, plan_operations
-from tablebackup.tablequery import odata_string
+from tablebackup.tables import create_table, table_exists
 from tablebackup.tablewriter import submit_operations
 
 log = logging.getLogger(__name__)
-
-# A table deleted moments ago can't be recreated until the service finishes deleting it.
-TABLE_RECREATE_SECONDS = 180
 
 
 @dataclass(frozen=True)
@@ -132,28 +127,6 @@ def _backup_entities(storage: Storage, manifest: Manifest, predicate: ODataFilte
             yield entity
 
 
-def _table_exists(storage: Storage, table: str) -> bool:
-    try:
-        return any(True for _ in storage.tables.query_tables(f"TableName eq {odata_string(table)}"))
-    except AzureError as error:
-        raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
-
-
-def _create_table(storage: Storage, table: str) -> None:
-    deadline = time.monotonic() + TABLE_RECREATE_SECONDS
-    while True:
-        try:
-            storage.tables.create_table(table)
-            return
-        except ResourceExistsError:
-            return
-        except HttpResponseError as error:
-            being_deleted = error.status_code == 409 and "TableBeingDeleted" in str(error)
-            if not being_deleted or time.monotonic() > deadline:
-                raise BackupError(f"creating table {table!r} failed: {str(error).splitlines()[0]}") from None
-            time.sleep(5)
-
-
 def restore(
     storage: Storage,
     request: RestoreRequest,
@@ -171,12 +144,12 @@ def restore(
 
     with telemetry.operation("restore", target, backup=manifest.backup, mode=request.mode):
         result = RestoreResult(backup=manifest.backup, target=target, mode=request.mode, dry_run=request.dry_run)
-        exists = _table_exists(storage, target)
+        exists = table_exists(storage, target)
         if request.mode == "mirror" and exists and not request.dry_run:
             # The seed's pre-restore backup: mirror deletes, so keep what it replaces.
             result.safety_backup = backup_table(storage, target).backup
         if not exists and not request.dry_run:
-            _create_table(storage, target)
+            create_table(storage, target)
 
         client = storage.tables.get_table_client(target)
         tally = Tally()

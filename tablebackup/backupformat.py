@@ -110,7 +110,7 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class _BlockSink(io.RawIOBase):
+class BlockSink(io.RawIOBase):
     """A write-only file that stages what it receives as blocks of one block blob."""
 
     def __init__(self, container: ContainerClient, name: str):
@@ -155,7 +155,7 @@ class DataBlobWriter:
 
     def __init__(self, container: ContainerClient, backup_id: str, leaf: str = DATA_BLOB):
         self.name = f"{backup_id}/{leaf}"
-        self._sink = _BlockSink(container, self.name)
+        self._sink = BlockSink(container, self.name)
         self._gzip = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
         self.entities = 0
 

@@ -57,6 +57,18 @@ def parse_body(req: func.HttpRequest, model: type[Model]) -> Model:
     return parse_fields(data, model)
 
 
+def query_fields(req: func.HttpRequest) -> dict:
+    """The query string's parameters. `code` is the function key, which the host leaves in the
+    query string; an empty value (`?filter=`) means the parameter was not given."""
+    return {name: value for name, value in req.params.items() if name != "code" and value != ""}
+
+
+def caller(req: func.HttpRequest) -> str:
+    """Who called, for the audit trail: App Service authentication names the caller; a function key
+    alone does not."""
+    return req.headers.get("x-ms-client-principal-name") or "function-key"
+
+
 def parse_fields(data: dict, model: type[Model]) -> Model:
     try:
         return model.model_validate(data)

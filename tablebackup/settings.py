@@ -56,7 +56,12 @@ class Settings(BaseSettings):
     # Batches (one partition, <= 100 entities) in flight at once while restoring.
     restore_workers: int = Field(4, ge=1, le=32, alias="RESTORE_WORKERS")
 
-    # Verification (issue: daily verification and drills).
+    # Retention: keep the newest backup of each of the last N days, ISO weeks and months with backups.
+    retention_daily: int = Field(30, ge=0, le=3660, alias="RETENTION_DAILY")
+    retention_weekly: int = Field(12, ge=0, le=520, alias="RETENTION_WEEKLY")
+    retention_monthly: int = Field(12, ge=0, le=1200, alias="RETENTION_MONTHLY")
+
+    # Verification and drills.
     required_fields: str | None = Field(None, alias="REQUIRED_FIELDS")
     backup_max_age_hours: float = Field(26, gt=0, le=24 * 366, alias="BACKUP_MAX_AGE_HOURS")
     notify_webhook_url: str | None = Field(None, alias="NOTIFY_WEBHOOK_URL", repr=False)

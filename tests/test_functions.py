@@ -184,3 +184,13 @@ def test_http_functions_report_unreachable_storage_as_503(functions, env, monkey
 
     assert response.status_code == 503
     assert "unreachable" in _json(response)["error"]
+
+
+def test_the_function_key_in_the_query_string_is_not_taken_for_a_parameter(functions, storage, unique_name):
+    table = unique_name("keyed")
+    seed_table(storage.tables, table, 2)
+    backup_table(storage, table)
+
+    response = functions["list_backups"].get_user_function()(_get({"table": table, "code": "the-function-key"}))
+
+    assert response.status_code == 200 and len(_json(response)["backups"]) == 1

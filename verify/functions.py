@@ -9,7 +9,7 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
 from tablebackup.clients import Storage
-from tablebackup.httpapi import error_response, json_response, parse_fields
+from tablebackup.httpapi import error_response, json_response, parse_fields, query_fields
 from verify.checker import verify_and_record
 from verify.drills import drill_history, scheduled_drills
 
@@ -47,7 +47,7 @@ class DrillQuery(BaseModel):
 @bp.route(route="drills", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_drills(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        query = parse_fields(dict(req.params), DrillQuery)
+        query = parse_fields(query_fields(req), DrillQuery)
         drills = drill_history(Storage.from_settings(), query.table, query.limit)
     except Exception as error:
         return error_response(error)

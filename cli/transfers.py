@@ -1,0 +1,126 @@
+"""`export` and `import`."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from cli.common import CommandFailed, human_size, json_option, open_storage
+from cli.output import emit, progress
+
+FORMATS = ("ndjson", "json", "csv")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _export_text(data: dict) -> str:
+    return (
+        f"exported {data['entities']:,} entities of {data['table']} to {data['file']} "
+        f"({data['format']}, {human_size(data['bytes'])})"
+    )
+
+
+@click.command("export")
+@click.option("--table", "-t", required=True, help="The table to export.")
+@click.option("--filter", "query_filter", help="OData filter: export only the entities it selects.")
+@click.option("--select", help="Comma-separated properties to export (keys are always included).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="ndjson", show_default=True)
+@click.option("--output", "-o", help="File to write, or - for stdout. Default: T-export-YYYYmmdd-HHMMSS.<format>.")
+@json_option
+def export(table, query_filter, select, fmt, output, as_json) -> None:
+    """Export a table, or what a filter selects, as NDJSON (lossless, the backup encoding), JSON or CSV."""
+    from transfer.exporter import ExportRequest, export_table, file_name, parse_select
+
+    if output == "-" and as_json:
+        raise click.UsageError("--json prints to stdout, which --output - uses for the data; give --output FILE")
+    request = ExportRequest(table=table, filter=query_filter, select=parse_select(select), format=fmt, actor=_user())
+    storage = open_storage()
+    if output == "-":
+        try:
+            with progress() as report:
+                export_table(storage, request, sys.stdout.buffer, on_progress=lambda n: report(f"export {table}", n))
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            # The reader stopped early (e.g. `| head`); keep Python's exit flush from failing too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise CommandFailed("stdout was closed before the export finished") from None
+        return
+    path = Path(output or file_name(table, fmt, datetime.now(UTC)))
+    try:
+        sink = path.open("wb")
+    except OSError as error:
+        raise CommandFailed(f"cannot write {path}: {error.strerror or error}") from None
+    try:
+        with sink, progress() as report:
+            result = export_table(storage, request, sink, on_progress=lambda n: report(f"export {table}", n))
+    except BaseException as error:
+        path.unlink(missing_ok=True)  # never leave a partial export behind
+        if isinstance(error, OSError):
+            raise CommandFailed(f"writing {path} failed: {error.strerror or error}") from None
+        raise
+    emit({**result.as_json(), "file": str(path)}, as_json, _export_text)
+
+
+def _import_text(data: dict) -> str:
+    verb = "would import" if data["dry_run"] else "imported"
+    lines = [
+        f"{verb} {data['imported']:,} entities into {data['table']} (mode {data['mode']}, {data['format']}); "
+        f"skipped {data['skipped']:,}, failed {data['failed']:,} in {data['seconds']:.1f} s"
+    ]
+    return "\n".join(lines + [f"FAILED {error}" for error in data["errors"]])
+
+
+def _problems_text(data: dict) -> str:
+    more = data["problem_count"] - len(data["problems"])
+    lines = [f"line {p['line']}: {p['reason']}" for p in data["problems"]]
+    return "\n".join(lines + ([f"... and {more:,} more"] if more else []))
+
+
+@click.command("import")
+@click.option("--table", "-t", required=True, help="The table to import into (created if missing).")
+@click.option(
+    "--input",
+    "-i",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An export (.ndjson, .json, .csv) or a backup data blob (gzip NDJSON).",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the extension, else the content.")
+@click.option(
+    "--mode",
+    type=click.Choice(["replace", "merge", "missing"]),
+    default="replace",
+    show_default=True,
+    help="replace: InsertOrReplace; merge: InsertOrMerge; missing: only entities the table lacks "
+    "(needs the file in key order, as export writes it).",
+)
+@click.option("--dry-run", is_flag=True, help="Validate and count what would be written; write nothing.")
+@json_option
+def import_(table, input_path, fmt, mode, dry_run, as_json) -> None:
+    """Import an export or a backup data blob into a table. A malformed file writes nothing."""
+    from transfer.importer import ImportRequest, import_entities
+    from transfer.records import MalformedInput
+    from transfer.sources import FileSource
+
+    request = ImportRequest(table=table, format=fmt, mode=mode, dry_run=dry_run, actor=_user())
+    storage = open_storage()
+    try:
+        with progress() as report:
+            result = import_entities(storage, request, FileSource(input_path), on_progress=report)
+    except MalformedInput as error:
+        emit(error.as_json(), as_json, _problems_text)
+        raise CommandFailed(str(error)) from None
+    emit(result.as_json(), as_json, _import_text)
+    if result.failed:
+        raise CommandFailed(result.refusals())

@@ -1,0 +1,97 @@
+"""Export and import triggers: GET /api/export/{table} and POST /api/import/{table}."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field
+
+from tablebackup.clients import Storage
+from tablebackup.errors import InvalidInput
+from tablebackup.httpapi import caller, error_response, json_response, parse_fields, query_fields
+from transfer import exporter
+from transfer.importer import ImportRequest, import_entities
+from transfer.records import MalformedInput
+from transfer.sources import BlobSource, PayloadTooLarge, body_source
+
+bp = func.Blueprint()
+
+Format = Literal["ndjson", "json", "csv"]
+
+
+class ExportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filter: str | None = Field(None, max_length=10_000)
+    select: str | None = Field(None, max_length=10_000)
+    format: Format = "ndjson"
+
+
+@bp.function_name("export_table")
+@bp.route(route="export/{table}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def export_table(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        query = parse_fields(query_fields(req), ExportQuery)
+        request = exporter.ExportRequest(
+            table=req.route_params.get("table", ""),
+            filter=query.filter,
+            select=exporter.parse_select(query.select),
+            format=query.format,
+            actor=caller(req),
+        )
+        answer = exporter.export_for_http(Storage.from_settings(), request)
+    except Exception as error:
+        return error_response(error)
+    if isinstance(answer, exporter.BlobExport):
+        return json_response(answer.as_json(), 202)
+    return func.HttpResponse(
+        answer.body,
+        status_code=200,
+        mimetype=answer.content_type,
+        charset="utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{answer.file_name}"',
+            "X-Entity-Count": str(answer.entities),
+        },
+    )
+
+
+class ImportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    format: Format | None = None
+    mode: Literal["replace", "merge", "missing"] = "replace"
+    dry_run: bool = Field(False, alias="dryRun")
+    blob: str | None = Field(None, min_length=1, max_length=1024)
+
+
+@bp.function_name("import_table")
+@bp.route(route="import/{table}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def import_table(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        query = parse_fields(query_fields(req), ImportQuery)
+        storage = Storage.from_settings()
+        if query.blob is not None:
+            if req.get_body():
+                raise InvalidInput("give the entities as the request body or name a blob with ?blob=, not both")
+            source = BlobSource(exporter.exports_container(storage), query.blob)
+        else:
+            source = body_source(req.get_body() or b"", storage.settings.import_max_body_bytes)
+        request = ImportRequest(
+            table=req.route_params.get("table", ""),
+            format=query.format,
+            mode=query.mode,
+            dry_run=query.dry_run,
+            actor=caller(req),
+        )
+        result = import_entities(storage, request, source)
+    except PayloadTooLarge as error:
+        return json_response({"error": str(error)}, 413)
+    except MalformedInput as error:
+        return json_response(error.as_json(), 400)
+    except Exception as error:
+        return error_response(error)
+    if result.failed:
+        return json_response({**result.as_json(), "error": result.refusals()}, 500)
+    return json_response(result.as_json())

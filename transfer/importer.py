@@ -1,0 +1,172 @@
+"""Import a file of entities (an export in any format, or a backup data blob) into a table.
+
+The input is read twice: first it is validated completely, and a malformed input is refused with
+the line and reason of each problem before anything is written; then it is read again and written
+with restore's planning and batch writer. Neither pass holds more than a window of entities.
+
+`missing` compares the input with the table window by window over key ranges (as restore does), so
+it needs the input in the service's key order, which is how export writes it and backups hold it;
+an input out of order is refused for `missing` before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+from audit.entries import record_operation
+from tablebackup.clients import Storage
+from tablebackup.entities import service_order
+from tablebackup.errors import BackupError, InvalidInput
+from tablebackup.names import validate_table_name
+from tablebackup.reconcile import Tally, plan_operations
+from tablebackup.tables import create_table, table_exists
+from transfer.entity_writes import write_operations
+from transfer.formats import check_format, open_content, read_records
+from transfer.records import MAX_PROBLEMS, MalformedInput, Problem
+from transfer.sources import Source
+
+log = logging.getLogger(__name__)
+
+MODES = ("replace", "merge", "missing")
+_PROGRESS_EVERY = 1000
+
+# Called with the phase ("validate <input>" or "import <table>") and the entities done so far.
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    table: str
+    format: str | None = None  # None: from the name, else the content
+    mode: str = "replace"
+    dry_run: bool = False
+    actor: str = "unknown"  # who asked: the OS user of the CLI, the caller over HTTP
+
+
+@dataclass
+class ImportResult:
+    table: str
+    format: str
+    mode: str
+    imported: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
+
+    def refusals(self) -> str:
+        """One line on the entities the service refused."""
+        first = f"; first: {self.errors[0]}" if self.errors else ""
+        return f"the service refused {self.failed} of the entities in {self.table}{first}"
+
+
+@dataclass
+class InputScan:
+    format: str
+    entities: int = 0
+    out_of_order: int | None = None  # the first line whose key is not above the previous one
+
+
+def validate_input(source: Source, fmt: str | None, on_progress: Progress | None = None) -> InputScan:
+    """Read the whole input; MalformedInput listing its problems unless every record is valid."""
+    problems: list[Problem] = []
+    total = 0
+    previous = None
+    with source.open() as stream:
+        content, found = open_content(stream, source.name, fmt)
+        scan = InputScan(format=found)
+        for line, record in read_records(content, found):
+            if isinstance(record, Problem):
+                total += 1
+                if len(problems) < MAX_PROBLEMS:
+                    problems.append(record)
+                continue
+            scan.entities += 1
+            key = service_order(record)
+            if scan.out_of_order is None and previous is not None and key <= previous:
+                scan.out_of_order = line
+            previous = key
+            if on_progress and scan.entities % _PROGRESS_EVERY == 0:
+                on_progress(f"validate {source.name}", scan.entities)
+    if on_progress:
+        on_progress(f"validate {source.name}", scan.entities)
+    if total:
+        raise MalformedInput(source.name, problems, total)
+    return scan
+
+
+def _entities(source: Source, fmt: str) -> Iterator[dict]:
+    with source.open() as stream:
+        content, _ = open_content(stream, source.name, fmt)
+        for _, record in read_records(content, fmt):
+            if isinstance(record, Problem):
+                raise BackupError(f"{source.name} changed while it was imported: {record}")
+            yield record
+
+
+def import_entities(
+    storage: Storage,
+    request: ImportRequest,
+    source: Source,
+    *,
+    on_progress: Progress | None = None,
+) -> ImportResult:
+    """Validate the whole input, then write it as the mode asks; a dry run only counts."""
+    started = time.monotonic()
+    validate_table_name(request.table)
+    if request.mode not in MODES:
+        raise InvalidInput(f"unknown mode {request.mode!r}: use one of {', '.join(MODES)}")
+    if request.format is not None:
+        check_format(request.format)
+    scan = validate_input(source, request.format, on_progress)
+    if request.mode == "missing" and scan.out_of_order is not None:
+        raise InvalidInput(
+            f"mode missing needs {source.name} in key order, as export writes it, but line {scan.out_of_order} "
+            "is not after the one before; sort it, or use mode replace or merge"
+        )
+
+    result = ImportResult(table=request.table, format=scan.format, mode=request.mode, dry_run=request.dry_run)
+    exists = table_exists(storage, request.table)
+    if not exists and not request.dry_run:
+        create_table(storage, request.table)
+    client = storage.tables.get_table_client(request.table)
+    tally = Tally()
+    operations = plan_operations(_entities(source, scan.format), request.mode, client, exists, None, tally)
+    if request.dry_run:
+        for _ in operations:
+            pass
+        result.imported, result.skipped = tally.restored, tally.skipped
+    else:
+        label = f"import {request.table}"
+        outcome = write_operations(
+            client,
+            operations,
+            workers=storage.settings.restore_workers,
+            on_progress=(lambda count: on_progress(label, count)) if on_progress else None,
+        )
+        result.imported, result.failed, result.errors = outcome.written, outcome.failed, outcome.errors
+        result.skipped = tally.skipped + outcome.existing
+    result.seconds = time.monotonic() - started
+    log.info(
+        "import %s: table=%s source=%s format=%s mode=%s imported=%d skipped=%d failed=%d actor=%s",
+        "planned (dry run)" if request.dry_run else "complete",
+        request.table,
+        source.name,
+        scan.format,
+        request.mode,
+        result.imported,
+        result.skipped,
+        result.failed,
+        request.actor,
+        extra={**result.as_json(), "source": source.name, "actor": request.actor},
+    )
+    if not request.dry_run:
+        record_operation(storage, "IMPORT", request.actor, request.table, {**result.as_json(), "source": source.name})
+    return result

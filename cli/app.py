@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cli import audits, backups, prunes, restores, transfers, verifies
+from cli import audits, backups, erasures, prunes, restores, transfers, verifies
 from cli.common import CommandFailed
 from cli.output import fail
 from tablebackup.errors import BackupError
@@ -40,6 +40,7 @@ for command in (
     prunes.prune,
     transfers.export,
     transfers.import_,
+    erasures.erase,
 ):
     app.add_command(command)
 

@@ -795,6 +795,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: '7'
         }
         {
+          name: 'ERASURES_TABLE'
+          value: 'erasures'
+        }
+        {
           name: 'EXPORT_CONTAINER'
           value: 'exports'
         }

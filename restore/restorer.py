@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 
 from audit.entries import record_operation
 from backup.archiver import backup_table
-from tablebackup import catalog, telemetry
+from tablebackup import catalog, erasures, telemetry
 from tablebackup.backupformat import Manifest, read_data_sha256
 from tablebackup.chain import chain_of, state_entities
 from tablebackup.clients import Storage
+from tablebackup.erasures import Erasures
 from tablebackup.errors import BackupError, InvalidInput, NotFound
 from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
 from tablebackup.odatafilter import ODataFilter, parse_filter
@@ -61,6 +62,7 @@ class RestoreResult:
     restored: int = 0
     deleted: int = 0
     skipped: int = 0
+    erased: int = 0  # entities left out because their keys were erased (GDPR)
     safety_backup: str | None = None
     seconds: float = 0.0
     dry_run: bool = False
@@ -120,9 +122,12 @@ def verify_data_blob(storage: Storage, manifest: Manifest) -> None:
                 )
 
 
-def _backup_entities(storage: Storage, manifest: Manifest, predicate: ODataFilter | None) -> Iterator[dict]:
-    """The table's state at the backup (a whole chain for an incremental), filtered."""
-    for entity in state_entities(storage.backups, manifest):
+def _backup_entities(
+    storage: Storage, manifest: Manifest, predicate: ODataFilter | None, erased: Erasures
+) -> Iterator[dict]:
+    """The table's state at the backup (a whole chain for an incremental), filtered, without
+    erased keys."""
+    for entity in erased.without_erased(state_entities(storage.backups, manifest)):
         if predicate is None or predicate.matches(entity):
             yield entity
 
@@ -153,8 +158,9 @@ def restore(
 
         client = storage.tables.get_table_client(target)
         tally = Tally()
+        erased = erasures.load(storage, request.table)
         operations = plan_operations(
-            _backup_entities(storage, manifest, checked.predicate),
+            _backup_entities(storage, manifest, checked.predicate, erased),
             request.mode,
             client,
             exists,
@@ -169,6 +175,7 @@ def restore(
             submit_operations(client, operations, workers=workers, on_progress=on_progress)
         telemetry.record_volume("restore", target, tally.restored + tally.deleted)
     result.restored, result.deleted, result.skipped = tally.restored, tally.deleted, tally.skipped
+    result.erased = erased.skipped
     result.seconds = time.monotonic() - started
     if not request.dry_run:
         record_operation(

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     audit_payload_container: str = Field("audit-payloads", alias="AUDIT_PAYLOAD_CONTAINER")
     audit_query_days: int = Field(7, ge=1, le=3660, alias="AUDIT_QUERY_DAYS")
 
+    # GDPR erasure register: digests of erased keys, skipped by restore, import and export.
+    erasures_table: str = Field("erasures", alias="ERASURES_TABLE")
+
     # Export and import.
     export_container: str = Field("exports", alias="EXPORT_CONTAINER")
     export_inline_max_entities: int = Field(5_000, ge=0, alias="EXPORT_INLINE_MAX_ENTITIES")
@@ -127,6 +130,7 @@ class Settings(BaseSettings):
         "drills_table",
         "audit_table",
         "audit_rejected_table",
+        "erasures_table",
     )
     @classmethod
     def _is_table_name(cls, value: str) -> str:

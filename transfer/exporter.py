@@ -17,6 +17,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import ContainerClient
 
 from audit.entries import record_operation
+from tablebackup import erasures
 from tablebackup.backupformat import BlockSink
 from tablebackup.clients import Storage, blob_service
 from tablebackup.entities import KEYS
@@ -106,9 +107,11 @@ def _pages(storage: Storage, request: ExportRequest) -> Iterator[list[dict]]:
         query_filter=request.filter,
         select=select if request.select else None,
     )
+    erased = erasures.load(storage, request.table)
     for page in pages:
         # With $select the service sends a property an entity lacks as null: it is absent.
-        yield [{name: value for name, value in entity.items() if value is not None} for entity in page]
+        entities = [{name: value for name, value in entity.items() if value is not None} for entity in page]
+        yield list(erased.without_erased(entities))
 
 
 def export_table(

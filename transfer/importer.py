@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from audit.entries import record_operation
+from tablebackup import erasures
 from tablebackup.clients import Storage
 from tablebackup.entities import service_order
 from tablebackup.errors import BackupError, InvalidInput
@@ -138,11 +139,13 @@ def import_entities(
         create_table(storage, request.table)
     client = storage.tables.get_table_client(request.table)
     tally = Tally()
-    operations = plan_operations(_entities(source, scan.format), request.mode, client, exists, None, tally)
+    erased = erasures.load(storage, request.table)
+    entities = erased.without_erased(_entities(source, scan.format))
+    operations = plan_operations(entities, request.mode, client, exists, None, tally)
     if request.dry_run:
         for _ in operations:
             pass
-        result.imported, result.skipped = tally.restored, tally.skipped
+        result.imported, result.skipped = tally.restored, tally.skipped + erased.skipped
     else:
         label = f"import {request.table}"
         outcome = write_operations(
@@ -152,7 +155,7 @@ def import_entities(
             on_progress=(lambda count: on_progress(label, count)) if on_progress else None,
         )
         result.imported, result.failed, result.errors = outcome.written, outcome.failed, outcome.errors
-        result.skipped = tally.skipped + outcome.existing
+        result.skipped = tally.skipped + outcome.existing + erased.skipped
     result.seconds = time.monotonic() - started
     log.info(
         "import %s: table=%s source=%s format=%s mode=%s imported=%d skipped=%d failed=%d actor=%s",

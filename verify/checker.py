@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from azure.core.exceptions import AzureError
 
-from tablebackup import catalog, telemetry
+from tablebackup import catalog, erasures, telemetry
 from tablebackup.backupformat import DataReader, Manifest
 from tablebackup.chain import chain_of
 from tablebackup.clients import Storage
@@ -169,6 +169,9 @@ def _check_live_count(storage: Storage, manifest: Manifest, result: Verification
         live = sum(len(page) for page in iter_pages(client, select=["PartitionKey", "RowKey"]))
         held = manifest.keys.lines if manifest.keys else manifest.entities
         detail = f"the live table has {live} entities, the backup {held} (drift {live - held:+d})"
+        erased = len(erasures.load(storage, manifest.table).digests)
+        if erased:
+            detail += f"; {erased} erased key(s) are expected absences"
     except NotFound:
         detail = "the live table does not exist"
     except (BackupError, AzureError) as error:

@@ -15,8 +15,8 @@ from itertools import zip_longest
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from restore.restorer import RestoreRequest, restore
-from tablebackup import catalog, telemetry
-from tablebackup.backupformat import read_data_lines
+from tablebackup import catalog, erasures, telemetry
+from tablebackup.chain import state_entities
 from tablebackup.clients import Storage
 from tablebackup.entities import decode_line, encode_line, writable
 from tablebackup.errors import BackupError
@@ -68,12 +68,14 @@ def _comparable(entity: dict) -> dict:
 
 
 def _random_entity(storage: Storage, backup) -> dict | None:
-    """One entity chosen uniformly from the backup in one streaming pass (reservoir sampling)."""
+    """One entity chosen uniformly from the backup's state in one streaming pass (reservoir
+    sampling); erased keys are never chosen."""
     chosen = None
-    for number, line in enumerate(read_data_lines(storage.backups, backup), start=1):
+    entities = erasures.load(storage, backup.table).without_erased(state_entities(storage.backups, backup))
+    for number, entity in enumerate(entities, start=1):
         if random.randrange(number) == 0:
-            chosen = line
-    return decode_line(chosen) if chosen is not None else None
+            chosen = entity
+    return chosen
 
 
 def _compare(storage: Storage, backup, scratch: str, only: dict | None) -> tuple[bool, str]:
@@ -82,7 +84,8 @@ def _compare(storage: Storage, backup, scratch: str, only: dict | None) -> tuple
     if only is not None:
         expected = iter([only])
     else:
-        expected = (decode_line(line) for line in read_data_lines(storage.backups, backup))
+        # Erased keys are expected absences: the restore leaves them out.
+        expected = erasures.load(storage, backup.table).without_erased(state_entities(storage.backups, backup))
     actual = (entity for page in iter_pages(client) for entity in page)
     compared = 0
     for want, got in zip_longest(expected, actual):

@@ -76,7 +76,7 @@ def _stream_table(
     storage: Storage, table: str, backup_id: str, started: datetime, on_progress: Progress | None
 ) -> Manifest:
     """Stream the table's pages into the data blob; returns the manifest that describes it."""
-    pages = iter_pages(storage.tables.get_table_client(table))
+    pages = iter_pages(storage.source_tables.get_table_client(table))
     # The first page proves the table exists before any blob is written.
     first = next(pages)
     try:
@@ -95,6 +95,7 @@ def _stream_table(
         backup=backup_id,
         table=table,
         source_account=storage.account,
+        read_from_secondary=storage.settings.read_from_secondary,
         started_at=started,
         finished_at=datetime.now(UTC),
         entities=writer.entities,
@@ -142,7 +143,7 @@ def tables_to_back_up(storage: Storage, tables: list[str] | None = None, *, ever
     if configured is not None:
         return configured
     try:
-        return sorted(table.name for table in storage.tables.list_tables())
+        return sorted(table.name for table in storage.source_tables.list_tables())
     except AzureError as error:
         raise StorageUnavailable(f"listing the account's tables failed: {str(error).splitlines()[0]}") from error
 

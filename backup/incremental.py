@@ -35,7 +35,7 @@ def stream_incremental(
     parent: Manifest,
     on_progress: Callable[[int], None] | None,
 ) -> Manifest:
-    client = storage.tables.get_table_client(table)
+    client = storage.source_tables.get_table_client(table)
     data = DataBlobWriter(storage.backups, backup_id)
     # Changes first, keys second: an entity changed and then deleted during the run ends deleted.
     overlap = timedelta(minutes=storage.settings.incremental_overlap_minutes)
@@ -69,6 +69,7 @@ def stream_incremental(
         backup=backup_id,
         table=table,
         source_account=storage.account,
+        read_from_secondary=storage.settings.read_from_secondary,
         kind="incremental",
         parent=parent.backup,
         started_at=started,

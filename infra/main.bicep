@@ -810,6 +810,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'IMPORT_MAX_BODY_BYTES'
           value: '10485760'
         }
+        // Regional outage: set to true to read the tables from the secondary (see docs/runbook.md).
+        {
+          name: 'READ_FROM_SECONDARY'
+          value: 'false'
+        }
         {
           name: 'STORAGE_RETRIES'
           value: storageRetries

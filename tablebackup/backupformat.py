@@ -70,6 +70,8 @@ class Manifest(BaseModel):
     backup: str
     table: str
     source_account: str
+    # Read from the account's secondary endpoint (regional outage): as of the last geo-replication.
+    read_from_secondary: bool = False
     kind: str = "full"  # or "incremental": only what changed since `parent`
     parent: str | None = None  # the backup an incremental builds on
     started_at: datetime

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
+from urllib.parse import urlparse, urlunparse
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
+from tablebackup.errors import SettingsError
 from tablebackup.settings import Settings, get_settings
 
 
@@ -28,9 +30,8 @@ def _transport_options(settings: Settings) -> dict:
     }
 
 
-def table_service(settings: Settings) -> TableServiceClient:
-    """The Table service whose tables are backed up; retries 500, 503 and timeouts with backoff."""
-    options = {
+def _table_options(settings: Settings) -> dict:
+    return {
         **_transport_options(settings),
         "retry_total": settings.storage_retries,
         "retry_connect": settings.storage_retries,
@@ -39,6 +40,11 @@ def table_service(settings: Settings) -> TableServiceClient:
         "retry_backoff_factor": settings.storage_retry_backoff_seconds,
         "retry_backoff_max": 60,
     }
+
+
+def table_service(settings: Settings) -> TableServiceClient:
+    """The Table service whose tables are backed up; retries 500, 503 and timeouts with backoff."""
+    options = _table_options(settings)
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string, **options)
     return TableServiceClient(
@@ -67,6 +73,20 @@ def blob_service(settings: Settings) -> BlobServiceClient:
     )
 
 
+def secondary_endpoint(url: str, account: str) -> str:
+    """The read-only secondary endpoint of an RA-GRS/RA-GZRS account: `<account>-secondary.` in the
+    host name, or `/<account>-secondary` for path-style endpoints (Azurite, IP addresses)."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    if host.startswith(f"{account}."):
+        netloc = f"{account}-secondary{host[len(account):]}" + (f":{parsed.port}" if parsed.port else "")
+        return urlunparse(parsed._replace(netloc=netloc))
+    path = parsed.path.rstrip("/")
+    if path.endswith(f"/{account}"):
+        return urlunparse(parsed._replace(path=f"{path}-secondary"))
+    raise SettingsError(f"READ_FROM_SECONDARY: cannot tell the secondary endpoint of {url}")
+
+
 @dataclass(frozen=True)
 class Storage:
     """The clients one operation needs, built once from one settings object."""
@@ -74,12 +94,22 @@ class Storage:
     settings: Settings
     tables: TableServiceClient
     backups: ContainerClient
+    # Where backup and verify read the tables from: the secondary endpoint during a regional outage.
+    source_tables: TableServiceClient
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Storage:
         settings = settings or get_settings()
         container = blob_service(settings).get_container_client(settings.backup_container)
-        return cls(settings=settings, tables=table_service(settings), backups=container)
+        tables = table_service(settings)
+        source = tables
+        if settings.read_from_secondary:
+            source = TableServiceClient(
+                endpoint=secondary_endpoint(tables.url, tables.account_name),
+                credential=tables.credential,
+                **_table_options(settings),
+            )
+        return cls(settings=settings, tables=tables, backups=container, source_tables=source)
 
     @property
     def account(self) -> str:

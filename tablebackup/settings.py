@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     export_inline_max_entities: int = Field(5_000, ge=0, alias="EXPORT_INLINE_MAX_ENTITIES")
     import_max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, alias="IMPORT_MAX_BODY_BYTES")
 
+    # Regional outage: backup and verify read the tables from the RA-GRS/RA-GZRS secondary (read-only).
+    read_from_secondary: bool = Field(False, alias="READ_FROM_SECONDARY")
+
     # Transient failures (500, 503, timeouts) are retried this many times with exponential backoff.
     storage_retries: int = Field(5, ge=0, le=20, alias="STORAGE_RETRIES")
     storage_retry_backoff_seconds: float = Field(0.8, gt=0, le=60, alias="STORAGE_RETRY_BACKOFF_SECONDS")

@@ -17,7 +17,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import ContainerClient
 
 from audit.entries import record_operation
-from tablebackup import erasures
+from tablebackup import erasures, telemetry
 from tablebackup.backupformat import BlockSink
 from tablebackup.clients import Storage, blob_service
 from tablebackup.entities import KEYS
@@ -103,7 +103,7 @@ def _pages(storage: Storage, request: ExportRequest) -> Iterator[list[dict]]:
     # Keys are always exported, whatever is selected.
     select = [*KEYS, *(name for name in check_select(request.select) if name not in KEYS)]
     pages = iter_pages(
-        storage.tables.get_table_client(request.table),
+        storage.source_tables.get_table_client(request.table),
         query_filter=request.filter,
         select=select if request.select else None,
     )
@@ -125,13 +125,15 @@ def export_table(
     result = ExportResult(table=request.table, format=request.format)
     writer = None
     counted = _CountingSink(sink)
-    for page in _pages(storage, request):
-        writer = writer or entity_writer(request.format, counted)
-        writer.write_page(page)
-        result.entities += len(page)
-        if on_progress:
-            on_progress(result.entities)
-    (writer or entity_writer(request.format, counted)).finish()
+    with telemetry.operation("export", request.table, format=request.format):
+        for page in _pages(storage, request):
+            writer = writer or entity_writer(request.format, counted)
+            writer.write_page(page)
+            result.entities += len(page)
+            if on_progress:
+                on_progress(result.entities)
+        (writer or entity_writer(request.format, counted)).finish()
+        telemetry.record_volume("export", request.table, result.entities, counted.bytes)
     result.bytes = counted.bytes
     log.info(
         "export complete: table=%s format=%s entities=%d actor=%s",

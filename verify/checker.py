@@ -165,7 +165,7 @@ def _check_chain(storage: Storage, manifest: Manifest, required: list[str], resu
 def _check_live_count(storage: Storage, manifest: Manifest, result: Verification) -> None:
     """Drift against the live table is information: the table keeps changing after the backup."""
     try:
-        client = storage.tables.get_table_client(manifest.table)
+        client = storage.source_tables.get_table_client(manifest.table)
         live = sum(len(page) for page in iter_pages(client, select=["PartitionKey", "RowKey"]))
         held = manifest.keys.lines if manifest.keys else manifest.entities
         detail = f"the live table has {live} entities, the backup {held} (drift {live - held:+d})"

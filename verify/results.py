@@ -27,7 +27,9 @@ def newest_first_key(at: datetime) -> str:
 
 
 def save_row(storage: Storage, table: str, partition: str, at: datetime, fields: dict) -> None:
-    """Append one row; JSON-able values that aren't strings or numbers are stored as JSON text."""
+    """Append one row; JSON-able values that aren't strings or numbers are stored as JSON text.
+    A row that can't be written (the primary is down during a regional outage) is logged, not
+    raised: the outcome itself is still reported, logged and alerted on."""
     entity = {"PartitionKey": partition, "RowKey": newest_first_key(at), "at": at.astimezone(UTC).isoformat()}
     for name, value in fields.items():
         entity[name] = value if isinstance(value, str | int | float | bool) else orjson.dumps(value).decode()
@@ -36,7 +38,7 @@ def save_row(storage: Storage, table: str, partition: str, at: datetime, fields:
             storage.tables.create_table(table)
         storage.tables.get_table_client(table).upsert_entity(entity)
     except AzureError as error:
-        raise StorageUnavailable(f"recording in table {table!r} failed: {str(error).splitlines()[0]}") from error
+        log.error("recording in table %s failed: %s", table, str(error).splitlines()[0], extra={"table": partition})
 
 
 def read_rows(storage: Storage, table: str, partition: str | None, limit: int) -> list[dict]:

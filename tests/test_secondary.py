@@ -1,0 +1,54 @@
+"""Regional outage: with READ_FROM_SECONDARY, backup and verify read the tables from the account's
+secondary endpoint (Azurite serves it at /<account>-secondary)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backup.archiver import backup_table
+from localdev.azurite import connection_string
+from localdev.sample import seed_table
+from tablebackup.clients import secondary_endpoint
+from tablebackup.errors import SettingsError
+from tablebackup.settings import get_settings
+from tests.faultproxy import FaultProxy
+from verify.checker import verify_backup
+
+
+@pytest.mark.parametrize(
+    ("primary", "secondary"),
+    [
+        ("https://data.table.core.windows.net/", "https://data-secondary.table.core.windows.net/"),
+        ("https://data.table.core.windows.net", "https://data-secondary.table.core.windows.net"),
+        ("http://127.0.0.1:10002/devstoreaccount1", "http://127.0.0.1:10002/devstoreaccount1-secondary"),
+    ],
+)
+def test_secondary_endpoints(primary, secondary):
+    account = "devstoreaccount1" if "devstore" in primary else "data"
+    assert secondary_endpoint(primary, account) == secondary
+
+
+def test_an_endpoint_without_the_account_name_is_refused():
+    with pytest.raises(SettingsError, match="READ_FROM_SECONDARY"):
+        secondary_endpoint("https://tables.contoso.example/", "data")
+
+
+def test_backup_and_verify_read_from_the_secondary(storage, env, monkeypatch, azurite_connection_string, unique_name):
+    table = unique_name("geo")
+    seed_table(storage.tables, table, 120)
+    table_port = int(azurite_connection_string.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
+    blob_port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
+    with FaultProxy(table_port) as proxy:
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+        monkeypatch.setenv("READ_FROM_SECONDARY", "true")
+        get_settings.cache_clear()
+        from tablebackup.clients import Storage
+
+        secondary = Storage.from_settings()
+        manifest = backup_table(secondary, table)
+        outcome = verify_backup(secondary, table)
+
+    assert manifest.entities == 120 and manifest.read_from_secondary is True
+    assert outcome.ok
+    table_reads = [path for method, path, _ in proxy.seen if method == "GET" and f"/{table}()" in path]
+    assert table_reads and all(path.startswith("/devstoreaccount1-secondary/") for path in table_reads)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from azure.core.exceptions import AzureError
 
+from backup.fanout import PartResult, WorkItem, assemble, back_up_part, plan_run
 from backup.incremental import stream_incremental
 from tablebackup import catalog, telemetry
-from tablebackup.backupformat import DataBlobWriter, Manifest, new_backup_id, write_manifest
+from tablebackup.backupformat import (
+    DATA_BLOB,
+    DataBlobWriter,
+    KeySampler,
+    Manifest,
+    attempt_leaf,
+    new_backup_id,
+    write_manifest,
+)
 from tablebackup.clients import Storage
 from tablebackup.entities import encode_line
 from tablebackup.errors import BackupError, NotFound, StorageUnavailable
@@ -25,21 +36,29 @@ Progress = Callable[[int], None]
 
 
 def backup_table(
-    storage: Storage, table: str, *, incremental: bool = False, on_progress: Progress | None = None
+    storage: Storage,
+    table: str,
+    *,
+    incremental: bool = False,
+    on_progress: Progress | None = None,
+    backup_id: str | None = None,
+    started: datetime | None = None,
+    attempt: int = 1,
 ) -> Manifest:
     """Back up one table, in full or (when it has a complete backup) only what changed since its
-    newest one. The backup is listed only once its manifest is written, last."""
+    newest one. The backup is listed only once its manifest is written, last. A planned run passes
+    its backup id and start; a retry (attempt > 1) writes a data blob of its own."""
     validate_table_name(table)
-    started = datetime.now(UTC)
-    backup_id = new_backup_id(table, started)
+    started = started or datetime.now(UTC)
+    backup_id = backup_id or new_backup_id(table, started)
     parent = _newest(storage, table) if incremental else None
     context = {"table": table, "backup": backup_id, "kind": "incremental" if parent else "full"}
     log.info("backup started: table=%s backup=%s kind=%s", table, backup_id, context["kind"], extra=context)
     with telemetry.operation("backup", table, backup=backup_id, kind=context["kind"]):
         if parent is None:
-            manifest = _stream_table(storage, table, backup_id, started, on_progress)
+            manifest = _stream_table(storage, table, backup_id, started, on_progress, attempt)
         else:
-            manifest = _stream_changes(storage, table, backup_id, started, parent, on_progress)
+            manifest = _stream_changes(storage, table, backup_id, started, parent, on_progress, attempt)
         write_manifest(storage.backups, manifest)
         telemetry.record_volume("backup", table, manifest.entities, manifest.bytes)
     log.info(
@@ -61,11 +80,17 @@ def _newest(storage: Storage, table: str) -> Manifest | None:
 
 
 def _stream_changes(
-    storage: Storage, table: str, backup_id: str, started: datetime, parent: Manifest, on_progress: Progress | None
+    storage: Storage,
+    table: str,
+    backup_id: str,
+    started: datetime,
+    parent: Manifest,
+    on_progress: Progress | None,
+    attempt: int,
 ) -> Manifest:
     try:
         storage.ensure_backup_container()
-        return stream_incremental(storage, table, backup_id, started, parent, on_progress)
+        return stream_incremental(storage, table, backup_id, started, parent, on_progress, attempt)
     except AzureError as error:
         raise StorageUnavailable(
             f"writing backup {backup_id!r} to {storage.backups.url} failed: {str(error).splitlines()[0]}"
@@ -73,17 +98,19 @@ def _stream_changes(
 
 
 def _stream_table(
-    storage: Storage, table: str, backup_id: str, started: datetime, on_progress: Progress | None
+    storage: Storage, table: str, backup_id: str, started: datetime, on_progress: Progress | None, attempt: int
 ) -> Manifest:
     """Stream the table's pages into the data blob; returns the manifest that describes it."""
     pages = iter_pages(storage.source_tables.get_table_client(table))
     # The first page proves the table exists before any blob is written.
     first = next(pages)
+    sampler = KeySampler()
     try:
         storage.ensure_backup_container()
-        writer = DataBlobWriter(storage.backups, backup_id)
+        writer = DataBlobWriter(storage.backups, backup_id, attempt_leaf(DATA_BLOB, attempt))
         for page in _chain(first, pages):
             writer.write_lines([encode_line(entity) for entity in page])
+            sampler.add(page)
             if on_progress:
                 on_progress(writer.entities)
         size, sha256 = writer.finish()
@@ -102,6 +129,7 @@ def _stream_table(
         bytes=size,
         sha256=sha256,
         data_blob=writer.name,
+        key_samples=sampler.samples,
     )
 
 
@@ -148,32 +176,102 @@ def tables_to_back_up(storage: Storage, tables: list[str] | None = None, *, ever
         raise StorageUnavailable(f"listing the account's tables failed: {str(error).splitlines()[0]}") from error
 
 
+def execute_item(
+    storage: Storage, item: WorkItem, attempt: int = 1, on_progress: Progress | None = None
+) -> Manifest | PartResult:
+    """Run one work item: a whole table gives its manifest, a range gives its part."""
+    if item.parts == 1:
+        return backup_table(
+            storage,
+            item.table,
+            incremental=item.incremental,
+            on_progress=on_progress,
+            backup_id=item.backup,
+            started=datetime.fromisoformat(item.started_at),
+            attempt=attempt,
+        )
+    context = {"table": item.table, "backup": item.backup, "part": item.part}
+    with telemetry.operation("backup part", item.table, backup=item.backup):
+        part = back_up_part(storage, item, attempt, on_progress)
+    log.info(
+        "backup part complete: table=%s backup=%s part=%d/%d entities=%d",
+        item.table,
+        item.backup,
+        item.part,
+        item.parts,
+        part.info.lines,
+        extra={**context, "entities": part.info.lines},
+    )
+    return part
+
+
+def finish_table(storage: Storage, items: list[WorkItem], results: dict[int, Manifest | PartResult]) -> Manifest:
+    """The table's manifest once all its items are done (a single item already wrote it)."""
+    if len(items) == 1:
+        return results[items[0].part]
+    manifest = assemble(storage, items, results)
+    log.info(
+        "backup complete: table=%s backup=%s entities=%d bytes=%d parts=%d",
+        manifest.table,
+        manifest.backup,
+        manifest.entities,
+        manifest.bytes,
+        len(items),
+        extra={"table": manifest.table, "backup": manifest.backup, "entities": manifest.entities},
+    )
+    telemetry.record_volume("backup", manifest.table, manifest.entities, manifest.bytes)
+    return manifest
+
+
+def _failure(table: str, error: Exception) -> BackupError:
+    if isinstance(error, BackupError):
+        log.error("backup failed: table=%s: %s", table, error, extra={"table": table, "error": str(error)})
+        return error
+    log.error("backup failed: table=%s", table, exc_info=error, extra={"table": table})
+    return BackupError(f"unexpected {type(error).__name__}: {error}")
+
+
+def _reporter(item: WorkItem, on_progress: Callable[[str, int], None] | None) -> Progress | None:
+    if on_progress is None:
+        return None
+    name = item.table if item.parts == 1 else f"{item.table} [{item.part}/{item.parts}]"
+    return lambda count: on_progress(name, count)
+
+
 def backup_tables(
     storage: Storage,
     tables: list[str],
     *,
     incremental: bool = False,
+    parallel: int = 1,
     on_progress: Callable[[str, int], None] | None = None,
 ) -> BackupRun:
-    """Back up each table in turn; a failing table is recorded and the rest go on."""
+    """Plan the run as the timer does and run its items on `parallel` threads; a failing table is
+    recorded and the rest go on."""
+    items = plan_run(storage, tables, incremental=incremental)
+    results: dict[str, dict[int, Manifest | PartResult]] = defaultdict(dict)
     run = BackupRun()
-    for table in tables:
-        report = (lambda count, table=table: on_progress(table, count)) if on_progress else None
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="backup") as pool:
+        futures = {pool.submit(execute_item, storage, item, 1, _reporter(item, on_progress)): item for item in items}
+        for future in as_completed(futures):
+            item = futures[future]
+            try:
+                results[item.table][item.part] = future.result()
+            except Exception as error:  # isolation: one table failing does not stop the others
+                run.failures.setdefault(item.table, _failure(item.table, error))
+    for table in dict.fromkeys(item.table for item in items):
+        if table in run.failures:
+            continue
         try:
-            run.backups.append(backup_table(storage, table, incremental=incremental, on_progress=report))
-        except BackupError as error:
-            log.error("backup failed: table=%s: %s", table, error, extra={"table": table, "error": str(error)})
-            run.failures[table] = error
-        except Exception as error:  # isolation: a bug on one table must not stop the others
-            log.exception("backup failed: table=%s", table, extra={"table": table})
-            run.failures[table] = BackupError(f"unexpected {type(error).__name__}: {error}")
+            run.backups.append(finish_table(storage, [i for i in items if i.table == table], results[table]))
+        except Exception as error:
+            run.failures[table] = _failure(table, error)
     return run
 
 
-def scheduled_backup(storage: Storage, now: datetime | None = None) -> BackupRun:
-    """The daily run: every configured table; with BACKUP_MODE=incremental, a full backup on
-    FULL_BACKUP_DAY and incrementals on the other days."""
+def incremental_today(storage: Storage, now: datetime | None = None) -> bool:
+    """With BACKUP_MODE=incremental: a full backup on FULL_BACKUP_DAY, incrementals the other days."""
     now = now or datetime.now(UTC)
     settings = storage.settings
-    incremental = settings.backup_mode == "incremental" and now.strftime("%A").lower() != settings.full_backup_day
-    return backup_tables(storage, tables_to_back_up(storage), incremental=incremental)
+    return settings.backup_mode == "incremental" and now.strftime("%A").lower() != settings.full_backup_day

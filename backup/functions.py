@@ -7,7 +7,8 @@ import logging
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict
 
-from backup.archiver import backup_tables, scheduled_backup, tables_to_back_up
+from backup import runs
+from backup.archiver import backup_tables, tables_to_back_up
 from backup.retention import policy_from_settings, prune
 from tablebackup import catalog
 from tablebackup.clients import Storage
@@ -20,14 +21,21 @@ log = logging.getLogger(__name__)
 
 @bp.function_name("backup_daily")
 @bp.timer_trigger(arg_name="timer", schedule="%BACKUP_SCHEDULE%", run_on_startup=False, use_monitor=True)
-def backup_daily(timer: func.TimerRequest) -> None:
+@bp.queue_output(arg_name="jobs", queue_name=runs.QUEUE, connection="AzureWebJobsStorage")
+def backup_daily(timer: func.TimerRequest, jobs: func.Out[list[str]]) -> None:
+    """Plan the run and fan it out: one queue message per table, or per range of a large table."""
     if timer.past_due:
         log.warning("daily backup is running late")
-    run = scheduled_backup(Storage.from_settings())
-    log.info(run.summary(), extra={"backups": [m.backup for m in run.backups]})
-    if not run.ok:
-        # Failing the invocation is what fires the platform's retry and failure alert.
-        raise RuntimeError(run.summary())
+    run, messages = runs.start_run(Storage.from_settings())
+    jobs.set(messages)
+    log.info("daily backup run %s: %d work items queued", run, len(messages), extra={"run": run})
+
+
+@bp.function_name("backup_worker")
+@bp.queue_trigger(arg_name="msg", queue_name=runs.QUEUE, connection="AzureWebJobsStorage")
+def backup_worker(msg: func.QueueMessage) -> None:
+    # A failure raises: the queue retries the item, and its last failure fails the run visibly.
+    runs.run_queued_item(Storage.from_settings(), msg.get_body(), delivery=msg.dequeue_count or 1)
 
 
 @bp.function_name("prune_daily")

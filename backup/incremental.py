@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from tablebackup.backupformat import DELETED_BLOB, KEYS_BLOB, DataBlobWriter, Manifest
+from tablebackup.backupformat import DATA_BLOB, DELETED_BLOB, KEYS_BLOB, DataBlobWriter, Manifest, attempt_leaf
 from tablebackup.chain import key_lines
 from tablebackup.clients import Storage
 from tablebackup.entities import KEYS, encode_line, service_order
@@ -34,17 +34,18 @@ def stream_incremental(
     started: datetime,
     parent: Manifest,
     on_progress: Callable[[int], None] | None,
+    attempt: int = 1,
 ) -> Manifest:
     client = storage.source_tables.get_table_client(table)
-    data = DataBlobWriter(storage.backups, backup_id)
+    data = DataBlobWriter(storage.backups, backup_id, attempt_leaf(DATA_BLOB, attempt))
     # Changes first, keys second: an entity changed and then deleted during the run ends deleted.
     overlap = timedelta(minutes=storage.settings.incremental_overlap_minutes)
     for page in iter_pages(client, query_filter=changed_since(parent.started_at - overlap)):
         data.write_lines([encode_line(entity) for entity in page])
         if on_progress:
             on_progress(data.entities)
-    keys = DataBlobWriter(storage.backups, backup_id, KEYS_BLOB)
-    deleted = DataBlobWriter(storage.backups, backup_id, DELETED_BLOB)
+    keys = DataBlobWriter(storage.backups, backup_id, attempt_leaf(KEYS_BLOB, attempt))
+    deleted = DataBlobWriter(storage.backups, backup_id, attempt_leaf(DELETED_BLOB, attempt))
     earlier = key_lines(storage.backups, parent)
     before = next(earlier, None)
     for page in iter_pages(client, select=list(KEYS)):

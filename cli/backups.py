@@ -26,8 +26,15 @@ def _backup_text(data: dict) -> str:
     is_flag=True,
     help="Store only what changed (and the keys deleted) since the table's newest backup; full if it has none.",
 )
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Work items (tables, or ranges of a large table) run at once, as the timer's workers would.",
+)
 @json_option
-def backup(table: tuple[str, ...], every_table: bool, incremental: bool, as_json: bool) -> None:
+def backup(table: tuple[str, ...], every_table: bool, incremental: bool, parallel: int, as_json: bool) -> None:
     """Back up tables now: the named ones, --all, or the configured BACKUP_TABLES."""
     from backup.archiver import backup_tables, tables_to_back_up
 
@@ -36,7 +43,7 @@ def backup(table: tuple[str, ...], every_table: bool, incremental: bool, as_json
     storage = open_storage()
     with progress() as report:
         tables = tables_to_back_up(storage, list(table), every_table=every_table)
-        run = backup_tables(storage, tables, incremental=incremental, on_progress=report)
+        run = backup_tables(storage, tables, incremental=incremental, parallel=parallel, on_progress=report)
     emit(run.as_json(), as_json, _backup_text)
     if not run.ok:
         raise CommandFailed(run.summary())

@@ -4,6 +4,7 @@ one line on stderr, and progress on stderr only when it is a terminal."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ def progress() -> Iterator[Callable[[str, int], None]]:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     tasks: dict[str, tuple[int, float]] = {}
+    lock = threading.Lock()  # parallel backups report from several threads
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -43,9 +45,10 @@ def progress() -> Iterator[Callable[[str, int], None]]:
     ) as bar:
 
         def report(label: str, count: int) -> None:
-            if label not in tasks:
-                tasks[label] = (bar.add_task(label, total=None, rate=""), time.monotonic())
-            task, started = tasks[label]
+            with lock:
+                if label not in tasks:
+                    tasks[label] = (bar.add_task(label, total=None, rate=""), time.monotonic())
+                task, started = tasks[label]
             rate = count / max(time.monotonic() - started, 1e-6)
             bar.update(task, completed=count, rate=f"{rate:,.0f}/s")
 

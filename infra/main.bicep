@@ -713,6 +713,23 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'INCREMENTAL_OVERLAP_MINUTES'
           value: '15'
         }
+        // Fan-out of large tables across instances (see the README).
+        {
+          name: 'FANOUT_THRESHOLD_ENTITIES'
+          value: '2000000'
+        }
+        {
+          name: 'PART_TARGET_ENTITIES'
+          value: '1000000'
+        }
+        {
+          name: 'MAX_PARTS'
+          value: '64'
+        }
+        {
+          name: 'BACKUP_RUNS_TABLE'
+          value: 'backupruns'
+        }
         {
           name: 'PRUNE_SCHEDULE'
           value: pruneSchedule

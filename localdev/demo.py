@@ -7,6 +7,7 @@ import os
 import sys
 
 from localdev import azurite
+from localdev.host import QueueOutput, deliver
 from localdev.sample import seed_table
 
 DEMO_TABLE = "candidates"
@@ -40,10 +41,15 @@ def main() -> int:
         "(Int64 extremes, 7-digit DateTimes, NaN/±Infinity/2.0 Doubles, Guid, Binary, unicode keys)"
     )
 
-    daily = next(f for f in app.get_functions() if f.get_function_name() == "backup_daily")
+    functions = {f.get_function_name(): f for f in app.get_functions()}
+    daily = functions["backup_daily"]
     schedule = daily.get_trigger().schedule
-    _say(f"3. Running the daily backup as the timer does (schedule {schedule}, by default 0 0 2 * * *)")
-    daily.get_user_function()(TimerRequest(past_due=False))
+    _say(f"3. Running the daily backup as the timer does (schedule {schedule}, by default 0 0 2 * * *):")
+    jobs = QueueOutput()
+    daily.get_user_function()(TimerRequest(past_due=False), jobs)
+    _say(f"   backup_daily planned the run and queued {len(jobs.messages)} work item(s) on backup-jobs;")
+    failed = deliver(functions["backup_worker"].get_user_function(), jobs.messages)
+    _say("   backup_worker ran them, as the Functions host would" + (f" ({len(failed)} FAILED)" if failed else ""))
 
     newest = catalog.latest_backup(storage.backups, DEMO_TABLE)
     _say(

@@ -112,12 +112,12 @@ def verify_data_blob(storage: Storage, manifest: Manifest) -> None:
     """Refuse a backup (and, for an incremental, any backup it builds on) whose blobs are not
     exactly what its manifest describes."""
     for link in chain_of(storage.backups, manifest):
-        for blob, expected_size, expected_sha256 in link.blobs():
-            sha256, size = read_data_sha256(storage.backups, link, blob)
-            if (sha256, size) != (expected_sha256, expected_size):
+        for info in link.blobs():
+            sha256, size = read_data_sha256(storage.backups, link, info.blob)
+            if (sha256, size) != (info.sha256, info.bytes):
                 raise BackupError(
-                    f"backup {link.backup!r} is damaged: its blob {blob!r} ({size} bytes, SHA-256 {sha256[:12]}…) "
-                    f"does not match the manifest ({expected_size} bytes, {expected_sha256[:12]}…); "
+                    f"backup {link.backup!r} is damaged: its blob {info.blob!r} ({size} bytes, SHA-256 "
+                    f"{sha256[:12]}…) does not match the manifest ({info.bytes} bytes, {info.sha256[:12]}…); "
                     "use --force to restore anyway"
                 )
 

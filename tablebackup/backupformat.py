@@ -45,6 +45,11 @@ def data_blob_name(backup_id: str) -> str:
     return f"{backup_id}/{DATA_BLOB}"
 
 
+def attempt_leaf(leaf: str, attempt: int) -> str:
+    """A blob name of its own for each attempt at a backup: a retry never overwrites anything."""
+    return leaf if attempt == 1 else leaf.replace(".ndjson.gz", f"-a{attempt}.ndjson.gz")
+
+
 def manifest_blob_name(backup_id: str) -> str:
     return f"{backup_id}/{MANIFEST_BLOB}"
 
@@ -80,17 +85,26 @@ class Manifest(BaseModel):
     bytes: int
     sha256: str
     data_blob: str
+    # A backup written in parts (fan-out): data blobs in key order. `data_blob`, `bytes` and
+    # `sha256` then name the first part, the total size, and the SHA-256 of the parts' SHA-256s.
+    parts: list[BlobInfo] | None = None
+    # PartitionKeys at even intervals of the data: where the next backup can split into parts.
+    key_samples: list[str] = []
     deleted: BlobInfo | None = None  # incremental: {"PartitionKey", "RowKey"} lines
     keys: BlobInfo | None = None  # incremental: the table's whole key set at this backup
     compression: str = "gzip"
     encoding: str = "ndjson-odata-minimalmetadata"
     tool_version: str = TOOL_VERSION
 
-    def blobs(self) -> list[tuple[str, int, str]]:
-        """(name, bytes, SHA-256) of every blob this manifest describes."""
-        described = [(self.data_blob, self.bytes, self.sha256)]
-        described += [(info.blob, info.bytes, info.sha256) for info in (self.deleted, self.keys) if info]
-        return described
+    def data_parts(self) -> list[BlobInfo]:
+        """The data blobs, in key order: one, or the parts of a fan-out backup."""
+        if self.parts:
+            return list(self.parts)
+        return [BlobInfo(blob=self.data_blob, lines=self.entities, bytes=self.bytes, sha256=self.sha256)]
+
+    def blobs(self) -> list[BlobInfo]:
+        """Every blob this manifest describes."""
+        return self.data_parts() + [info for info in (self.deleted, self.keys) if info]
 
     def summary(self) -> dict:
         """The fields users see for one backup, JSON-ready."""
@@ -205,8 +219,35 @@ def read_data_sha256(container: ContainerClient, manifest: Manifest, blob: str |
 
 
 def read_data_lines(container: ContainerClient, manifest: Manifest, blob: str | None = None) -> Iterator[bytes]:
-    """The lines of the data blob (or another blob of the backup), streamed chunk by chunk."""
-    return DataReader(container, manifest, blob).lines()
+    """The lines of the data (every part in key order), or of one blob of the backup, streamed."""
+    if blob is not None:
+        return DataReader(container, manifest, blob).lines()
+    return (line for part in manifest.data_parts() for line in DataReader(container, manifest, part.blob).lines())
+
+
+def parts_digest(parts: list[BlobInfo]) -> str:
+    """A multi-part backup's `sha256`: the SHA-256 of its parts' SHA-256s, in order."""
+    return hashlib.sha256("".join(part.sha256 for part in parts).encode()).hexdigest()
+
+
+class KeySampler:
+    """Keeps at most about MAX PartitionKeys at even intervals of a stream of unknown length: when
+    full, every other sample goes and the interval doubles."""
+
+    MAX = 512
+
+    def __init__(self):
+        self.samples: list[str] = []
+        self._step, self._seen = 1, 0
+
+    def add(self, entities: list[dict]) -> None:
+        for entity in entities:
+            if self._seen % self._step == 0:
+                self.samples.append(entity["PartitionKey"])
+                if len(self.samples) > self.MAX:
+                    self.samples = self.samples[::2]
+                    self._step *= 2
+            self._seen += 1
 
 
 class DataReader:

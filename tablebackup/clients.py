@@ -79,7 +79,7 @@ def secondary_endpoint(url: str, account: str) -> str:
     parsed = urlparse(url)
     host = parsed.hostname or ""
     if host.startswith(f"{account}."):
-        netloc = f"{account}-secondary{host[len(account):]}" + (f":{parsed.port}" if parsed.port else "")
+        netloc = f"{account}-secondary{host[len(account) :]}" + (f":{parsed.port}" if parsed.port else "")
         return urlunparse(parsed._replace(netloc=netloc))
     path = parsed.path.rstrip("/")
     if path.endswith(f"/{account}"):

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     table_name: str = Field("candidates", alias="TABLE_NAME")
     # The daily run: full every day, or incrementals with a weekly full on FULL_BACKUP_DAY.
     backup_mode: Literal["full", "incremental"] = Field("full", alias="BACKUP_MODE")
+    # Fan-out: a full backup of a table whose last full backup had at least FANOUT_THRESHOLD_ENTITIES
+    # is split into PartitionKey ranges of about PART_TARGET_ENTITIES, at most MAX_PARTS.
+    fanout_threshold_entities: int = Field(2_000_000, ge=1, alias="FANOUT_THRESHOLD_ENTITIES")
+    part_target_entities: int = Field(1_000_000, ge=1, alias="PART_TARGET_ENTITIES")
+    max_parts: int = Field(64, ge=1, le=512, alias="MAX_PARTS")
+    backup_runs_table: str = Field("backupruns", alias="BACKUP_RUNS_TABLE")
     # Incrementals re-read entities changed this long before their parent started (clock skew, writes in flight).
     incremental_overlap_minutes: float = Field(15, ge=0, le=24 * 60, alias="INCREMENTAL_OVERLAP_MINUTES")
     full_backup_day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(
@@ -134,6 +140,7 @@ class Settings(BaseSettings):
         "audit_table",
         "audit_rejected_table",
         "erasures_table",
+        "backup_runs_table",
     )
     @classmethod
     def _is_table_name(cls, value: str) -> str:

@@ -17,6 +17,8 @@ class FaultProxy:
         self.failures: list[int | str] = []  # statuses, or "hang", for the next requests
         self.seen: list[tuple[str, str, int]] = []  # (method, path, status answered)
         self.hang_seconds = 3.0
+        self.fail_matching: str | None = None  # answer 503 to requests whose path contains this
+        self.fail_matching_times: int | None = None  # ... this many times (None: always)
         self._lock = threading.Lock()
         proxy = self
 
@@ -30,6 +32,12 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with proxy._lock:
                     fault = proxy.failures.pop(0) if proxy.failures else None
+                if proxy.fail_matching and proxy.fail_matching in self.path:
+                    with proxy._lock:
+                        if proxy.fail_matching_times is None or proxy.fail_matching_times > 0:
+                            fault = 503
+                            if proxy.fail_matching_times is not None:
+                                proxy.fail_matching_times -= 1
                 if fault == "hang":
                     proxy.seen.append((self.command, self.path, 0))
                     time.sleep(proxy.hang_seconds)

@@ -12,6 +12,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from backup.archiver import backup_table
+from localdev.host import QueueOutput, deliver
 from localdev.sample import seed_table
 from tablebackup import catalog
 from tablebackup.settings import get_settings
@@ -56,6 +57,26 @@ def test_no_http_function_is_anonymous(functions):
             assert trigger.auth_level != func.AuthLevel.ANONYMOUS, function.get_function_name()
 
 
+def test_the_daily_run_fans_out_on_the_backup_queue(functions):
+    [jobs] = [
+        b.get_dict_repr() for b in functions["backup_daily"].get_bindings() if b.get_dict_repr()["type"] == "queue"
+    ]
+    worker = functions["backup_worker"].get_trigger().get_dict_repr()
+    assert (jobs["queueName"], jobs["connection"]) == ("backup-jobs", "AzureWebJobsStorage")
+    assert (worker["type"], worker["queueName"], worker["connection"]) == (
+        "queueTrigger",
+        "backup-jobs",
+        "AzureWebJobsStorage",
+    )
+
+
+def _daily_run(functions) -> dict:
+    """The timer, then the host delivering each queued item to the worker."""
+    jobs = QueueOutput()
+    functions["backup_daily"].get_user_function()(TimerRequest(past_due=False), jobs)
+    return deliver(functions["backup_worker"].get_user_function(), jobs.messages)
+
+
 def test_daily_timer_backs_up_the_configured_tables(functions, storage, env, monkeypatch, unique_name):
     tables = [unique_name("daily"), unique_name("daily")]
     for table in tables:
@@ -63,13 +84,13 @@ def test_daily_timer_backs_up_the_configured_tables(functions, storage, env, mon
     monkeypatch.setenv("BACKUP_TABLES", ",".join(tables))
     get_settings.cache_clear()
 
-    functions["backup_daily"].get_user_function()(TimerRequest(past_due=False))
+    assert _daily_run(functions) == {}
 
     for table in tables:
         assert [m.entities for m in catalog.list_backups(storage.backups, table)] == [40]
 
 
-def test_daily_timer_fails_the_run_naming_the_failed_table_after_backing_up_the_rest(
+def test_a_table_that_fails_for_good_fails_its_item_visibly_and_the_rest_are_backed_up(
     functions, storage, env, monkeypatch, unique_name
 ):
     good, missing = unique_name("good"), unique_name("gone")
@@ -77,10 +98,12 @@ def test_daily_timer_fails_the_run_naming_the_failed_table_after_backing_up_the_
     monkeypatch.setenv("BACKUP_TABLES", f"{missing},{good}")
     get_settings.cache_clear()
 
-    with pytest.raises(RuntimeError, match=f"1 failed.*{missing}"):
-        functions["backup_daily"].get_user_function()(TimerRequest(past_due=True))
+    poisoned = _daily_run(functions)
 
+    [(message, error)] = poisoned.items()
+    assert missing in message and "does not exist" in str(error)
     assert len(catalog.list_backups(storage.backups, good)) == 1
+    assert catalog.list_backups(storage.backups, missing) == []
 
 
 def test_daily_timer_with_a_bad_setting_fails_naming_it(functions, env, monkeypatch):
@@ -88,7 +111,7 @@ def test_daily_timer_with_a_bad_setting_fails_naming_it(functions, env, monkeypa
     get_settings.cache_clear()
 
     with pytest.raises(Exception, match="setting BACKUP_CONTAINER"):
-        functions["backup_daily"].get_user_function()(TimerRequest(past_due=False))
+        functions["backup_daily"].get_user_function()(TimerRequest(past_due=False), QueueOutput())
 
 
 def test_post_backups_backs_up_the_requested_tables(functions, storage, unique_name):

@@ -121,18 +121,18 @@ def _check_chain(storage: Storage, manifest: Manifest, required: list[str], resu
             f"a full backup and {len(links) - 1} incremental(s): " + " <- ".join(link.backup for link in links),
         )
     mismatches, bad, missing_fields, miscounts, blobs = [], [], [], [], 0
+    data_blobs = set()
     for link in links:
-        expected_lines = {link.data_blob: link.entities}
-        expected_lines.update({info.blob: info.lines for info in (link.deleted, link.keys) if info})
-        for blob, size, sha256 in link.blobs():
+        data_blobs |= {part.blob for part in link.data_parts()}
+        for info in link.blobs():
             blobs += 1
-            is_data = blob == link.data_blob
-            scan, mismatch = _scan(storage, link, blob, (size, sha256), required if is_data else [])
+            is_data = info.blob in data_blobs
+            scan, mismatch = _scan(storage, link, info.blob, (info.bytes, info.sha256), required if is_data else [])
             mismatches += [mismatch] if mismatch else []
             bad += scan.bad
             missing_fields += scan.missing_fields
-            if scan.lines != expected_lines[blob]:
-                miscounts.append(f"{blob}: {scan.lines} lines, the manifest says {expected_lines[blob]}")
+            if scan.lines != info.lines:
+                miscounts.append(f"{info.blob}: {scan.lines} lines, the manifest says {info.lines}")
     result.add(
         "checksum",
         not mismatches,

@@ -1,0 +1,184 @@
+"""Fan-out: a backup run planned as work items that Functions instances (or CLI threads) run in
+parallel, one per table, or one per PartitionKey range for a large table.
+
+Ranges come from the key samples the table's previous full backup recorded (PartitionKeys at even
+intervals of its data), the way AzCopy 7.3's /PKRS split exports, but without guessing. A part is
+written to a blob of its own, named by attempt so a retry never overwrites anything; the manifest,
+written last by whoever finishes the last part, lists every part. Until then nothing is listed.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import orjson
+from azure.core.exceptions import AzureError
+
+from tablebackup import catalog
+from tablebackup.backupformat import (
+    BlobInfo,
+    DataBlobWriter,
+    KeySampler,
+    Manifest,
+    attempt_leaf,
+    new_backup_id,
+    parts_digest,
+    write_manifest,
+)
+from tablebackup.clients import Storage
+from tablebackup.entities import encode_line
+from tablebackup.errors import BackupError, NotFound, StorageUnavailable
+from tablebackup.tablequery import iter_pages, odata_string
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One unit of a backup run: a whole table, or one PartitionKey range of it."""
+
+    run: str
+    table: str
+    backup: str
+    started_at: str
+    part: int = 1
+    parts: int = 1
+    low: str | None = None  # PartitionKey ge low
+    high: str | None = None  # PartitionKey lt high
+    incremental: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}~{self.part:04d}"
+
+    def message(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+    @classmethod
+    def from_message(cls, body: str | bytes) -> WorkItem:
+        return cls(**orjson.loads(body))
+
+
+def split_points(samples: list[str], parts: int) -> list[str]:
+    """Up to parts-1 increasing PartitionKeys that cut the samples into about equal runs. A single
+    huge partition can't be cut: it stays in one part."""
+    points: list[str] = []
+    for index in range(1, parts):
+        candidate = samples[min(len(samples) - 1, index * len(samples) // parts)]
+        if (not points or candidate > points[-1]) and candidate > samples[0]:
+            points.append(candidate)
+    return points
+
+
+def _previous_full(storage: Storage, table: str) -> Manifest | None:
+    for backup_id in catalog.backup_ids(storage.backups, table):
+        manifest = catalog.read_manifest(storage.backups, backup_id)
+        if manifest.kind == "full":
+            return manifest
+    return None
+
+
+def plan_run(
+    storage: Storage, tables: list[str], *, incremental: bool = False, now: datetime | None = None
+) -> list[WorkItem]:
+    """The work items of one run: incrementals and small tables are one item; a full backup of a
+    table whose last full backup had FANOUT_THRESHOLD_ENTITIES or more is cut into ranges."""
+    settings = storage.settings
+    now = now or datetime.now(UTC)
+    run = uuid.uuid4().hex
+    items: list[WorkItem] = []
+    for table in tables:
+        started = now.isoformat()
+        backup_id = new_backup_id(table, now)
+        try:
+            previous = None if incremental else _previous_full(storage, table)
+        except (NotFound, BackupError):
+            previous = None
+        bounds: list[str] = []
+        if previous and previous.entities >= settings.fanout_threshold_entities and previous.key_samples:
+            wanted = min(settings.max_parts, math.ceil(previous.entities / settings.part_target_entities))
+            bounds = split_points(previous.key_samples, wanted)
+        edges = [None, *bounds, None]
+        for index in range(len(edges) - 1):
+            items.append(
+                WorkItem(
+                    run=run,
+                    table=table,
+                    backup=backup_id,
+                    started_at=started,
+                    part=index + 1,
+                    parts=len(edges) - 1,
+                    low=edges[index],
+                    high=edges[index + 1],
+                    incremental=incremental,
+                )
+            )
+    return items
+
+
+def _range_filter(item: WorkItem) -> str | None:
+    clauses = []
+    if item.low is not None:
+        clauses.append(f"PartitionKey ge {odata_string(item.low)}")
+    if item.high is not None:
+        clauses.append(f"PartitionKey lt {odata_string(item.high)}")
+    return " and ".join(clauses) or None
+
+
+@dataclass(frozen=True)
+class PartResult:
+    info: BlobInfo
+    samples: list[str]
+
+
+def back_up_part(
+    storage: Storage, item: WorkItem, attempt: int = 1, on_progress: Callable[[int], None] | None = None
+) -> PartResult:
+    """Stream one range of the table into a part blob of its own for this attempt."""
+    pages = iter_pages(storage.source_tables.get_table_client(item.table), query_filter=_range_filter(item))
+    first = next(pages)  # proves the table exists before any blob is written
+    sampler = KeySampler()
+    try:
+        storage.ensure_backup_container()
+        writer = DataBlobWriter(storage.backups, item.backup, attempt_leaf(f"part-{item.part:04d}.ndjson.gz", attempt))
+        for page in _pages(first, pages):
+            writer.write_lines([encode_line(entity) for entity in page])
+            sampler.add(page)
+            if on_progress:
+                on_progress(writer.entities)
+        return PartResult(info=writer.finish_info(), samples=sampler.samples)
+    except AzureError as error:
+        raise StorageUnavailable(
+            f"writing part {item.part} of backup {item.backup!r} failed: {str(error).splitlines()[0]}"
+        ) from error
+
+
+def _pages(first, rest):
+    yield first
+    yield from rest
+
+
+def assemble(storage: Storage, items: list[WorkItem], results: dict[int, PartResult]) -> Manifest:
+    """Write the manifest of a multi-part backup once every part is done: last, and only once."""
+    head = items[0]
+    parts = [results[item.part].info for item in sorted(items, key=lambda i: i.part)]
+    samples = [sample for item in sorted(items, key=lambda i: i.part) for sample in results[item.part].samples]
+    step = max(1, math.ceil(len(samples) / KeySampler.MAX))
+    manifest = Manifest(
+        backup=head.backup,
+        table=head.table,
+        source_account=storage.account,
+        read_from_secondary=storage.settings.read_from_secondary,
+        started_at=datetime.fromisoformat(head.started_at),
+        finished_at=datetime.now(UTC),
+        entities=sum(part.lines for part in parts),
+        bytes=sum(part.bytes for part in parts),
+        sha256=parts_digest(parts),
+        data_blob=parts[0].blob,
+        parts=parts,
+        key_samples=samples[::step],
+    )
+    write_manifest(storage.backups, manifest)
+    return manifest

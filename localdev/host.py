@@ -1,0 +1,48 @@
+"""What the Functions host does around our functions, for the demo and the tests (Core Tools can't
+run here): collect a function's queue output, and deliver queue messages to a queue-triggered
+function, again on failure, up to maxDequeueCount times, as the host does."""
+
+from __future__ import annotations
+
+import uuid
+
+import azure.functions as func
+from azure.functions.queue import QueueMessage
+
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount
+
+
+class QueueOutput(func.Out):
+    """A queue output binding: what the function set, as a list of messages."""
+
+    def __init__(self):
+        self.value = None
+
+    def set(self, value) -> None:
+        self.value = value
+
+    def get(self):
+        return self.value
+
+    @property
+    def messages(self) -> list[str]:
+        if self.value is None:
+            return []
+        return list(self.value) if isinstance(self.value, list) else [self.value]
+
+
+def deliver(function, messages: list[str], max_deliveries: int = MAX_DEQUEUE_COUNT) -> dict[str, Exception]:
+    """Call the queue-triggered function with each message, delivering a failing message again
+    until it succeeds or reaches max_deliveries; returns the last error of each message that
+    would go to the poison queue."""
+    poisoned = {}
+    for body in messages:
+        message_id = str(uuid.uuid4())
+        for delivery in range(1, max_deliveries + 1):
+            try:
+                function(QueueMessage(id=message_id, body=body.encode(), dequeue_count=delivery))
+                break
+            except Exception as error:  # the host logs it and delivers the message again
+                if delivery == max_deliveries:
+                    poisoned[body] = error
+    return poisoned

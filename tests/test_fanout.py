@@ -1,0 +1,159 @@
+"""Fan-out against real Azurite: a large table is backed up in PartitionKey ranges by queue workers
+(or CLI threads), the parts make one backup listed only when all are done, and it restores and
+verifies exactly like a single-blob backup."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from azure.functions.timer import TimerRequest
+
+from backup.archiver import backup_table, backup_tables
+from backup.fanout import split_points
+from backup.runs import run_status
+from localdev.azurite import connection_string
+from localdev.host import QueueOutput, deliver
+from localdev.sample import seed_table
+from restore.restorer import RestoreRequest, restore
+from tablebackup import catalog
+from tablebackup.chain import state_entities
+from tablebackup.settings import get_settings
+from tests.faultproxy import FaultProxy
+from tests.test_cli import run_cli
+from tests.wire import table_state
+from verify.checker import verify_backup
+from verify.drills import run_drill
+
+
+@pytest.fixture
+def fanned(env, monkeypatch, unique_name):
+    """A 600-entity table with a first (single-blob) backup, and settings that split the next
+    full backup into ranges of about 150 entities."""
+    monkeypatch.setenv("FANOUT_THRESHOLD_ENTITIES", "100")
+    monkeypatch.setenv("PART_TARGET_ENTITIES", "150")
+    get_settings.cache_clear()
+    from tablebackup.clients import Storage
+
+    storage = Storage.from_settings()
+    table = unique_name("big")
+    seed_table(storage.tables, table, 600)
+    single = backup_table(storage, table)
+    monkeypatch.setenv("BACKUP_TABLES", table)
+    get_settings.cache_clear()
+    return Storage.from_settings(), table, single
+
+
+def _daily_run(functions) -> tuple[list[str], dict]:
+    jobs = QueueOutput()
+    functions["backup_daily"].get_user_function()(TimerRequest(past_due=False), jobs)
+    return jobs.messages, deliver(functions["backup_worker"].get_user_function(), jobs.messages)
+
+
+def _state(storage, manifest) -> list[dict]:
+    return list(state_entities(storage.backups, manifest))
+
+
+def test_split_points_cut_samples_into_increasing_ranges():
+    samples = ["a"] * 10 + ["b"] * 10 + ["c"] * 10 + ["d"] * 10
+    assert split_points(samples, 4) == ["b", "c", "d"]
+    assert split_points(["only"] * 50, 8) == []  # one huge partition can't be cut
+    assert split_points(["a", "b"], 8) == ["b"]
+
+
+def test_the_backup_records_key_samples_for_the_next_plan(fanned):
+    _, _, single = fanned
+    assert single.key_samples and single.key_samples == sorted(single.key_samples, key=lambda k: k.encode("utf-16-be"))
+
+
+def test_queue_workers_back_up_ranges_into_one_backup_equal_to_a_single_blob_one(functions, fanned):
+    storage, table, single = fanned
+
+    messages, poisoned = _daily_run(functions)
+
+    assert poisoned == {} and len(messages) > 1
+    items = [orjson.loads(m) for m in messages]
+    assert {item["table"] for item in items} == {table} and items[0]["parts"] == len(items)
+    manifest = catalog.latest_backup(storage.backups, table)
+    assert manifest.parts and len(manifest.parts) == len(items)
+    assert manifest.entities == 600 == sum(part.lines for part in manifest.parts)
+    assert _state(storage, manifest) == _state(storage, single)
+    assert run_status(storage, items[0]["run"])["status"] == "succeeded"
+
+
+def test_a_multi_part_backup_restores_verifies_and_drills_exactly(functions, fanned, unique_name):
+    storage, table, _ = fanned
+    original = table_state(storage.tables.get_table_client(table))
+    _daily_run(functions)
+    manifest = catalog.latest_backup(storage.backups, table)
+    assert manifest.parts
+
+    target = unique_name("fromparts")
+    restore(storage, RestoreRequest(table=table, backup=manifest.backup, target=target))
+
+    assert table_state(storage.tables.get_table_client(target)) == original
+    outcome = verify_backup(storage, table)
+    assert outcome.ok, outcome.as_json()
+    assert run_drill(storage, table, full=True).ok
+
+
+def test_a_part_that_fails_once_is_retried_and_completes(functions, fanned, monkeypatch, azurite_connection_string):
+    storage, table, single = fanned
+    table_port = int(azurite_connection_string.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
+    blob_port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
+    with FaultProxy(table_port) as proxy:
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+        monkeypatch.setenv("STORAGE_RETRIES", "0")
+        get_settings.cache_clear()
+        # The first read of the table (by the first part) fails; the queue delivers it again.
+        proxy.fail_matching, proxy.fail_matching_times = f"/{table}()", 1
+
+        _, poisoned = _daily_run(functions)
+
+    assert poisoned == {}
+    manifest = catalog.latest_backup(storage.backups, table)
+    assert any(part.blob.endswith("-a2.ndjson.gz") for part in manifest.parts)
+    assert _state(storage, manifest) == _state(storage, single)
+
+
+def test_a_part_that_fails_for_good_fails_the_run_and_nothing_is_listed(
+    functions, fanned, monkeypatch, azurite_connection_string
+):
+    storage, table, single = fanned
+    table_port = int(azurite_connection_string.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
+    blob_port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
+    with FaultProxy(table_port) as proxy:
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+        monkeypatch.setenv("STORAGE_RETRIES", "0")
+        get_settings.cache_clear()
+        proxy.fail_matching = "EMPLOYEE"  # every request for the ranges that start or end at EMPLOYEE
+
+        messages, poisoned = _daily_run(functions)
+
+    assert poisoned and len(poisoned) < len(messages) and all("EMPLOYEE" in message for message in poisoned)
+    assert [m.backup for m in catalog.list_backups(storage.backups, table)] == [single.backup]
+    status = run_status(storage, orjson.loads(messages[0])["run"])
+    assert status["status"] == "failed"
+    assert [item["status"] for item in status["items"]].count("failed") == len(poisoned)
+
+
+def test_the_cli_runs_the_same_plan_with_parallel_workers(fanned):
+    storage, table, single = fanned
+
+    result = run_cli("backup", "--table", table, "--parallel", "4", "--json")
+
+    assert result.returncode == 0, result.stderr
+    manifest = catalog.read_manifest(storage.backups, orjson.loads(result.stdout)["backups"][0]["backup"])
+    assert manifest.parts and _state(storage, manifest) == _state(storage, single)
+
+
+def test_backup_tables_in_parallel_keeps_tables_isolated(storage, unique_name):
+    tables = [unique_name("par") for _ in range(4)]
+    for count, table in enumerate(tables, start=1):
+        seed_table(storage.tables, table, 10 * count)
+    missing = unique_name("missing")
+
+    run = backup_tables(storage, [*tables, missing], parallel=3)
+
+    assert [m.table for m in run.backups] == tables
+    assert [m.entities for m in run.backups] == [10, 20, 30, 40]
+    assert list(run.failures) == [missing]

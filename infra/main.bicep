@@ -103,6 +103,9 @@ param softDeleteRetentionDays int = environmentType == 'prod' ? 30 : 7
 @description('Add a time-based (WORM) immutability policy to the backup container: nobody, the app included, can delete or overwrite a backup younger than immutabilityDays. For the security-incident scenario.')
 param enableImmutability bool = environmentType == 'prod'
 
+@description('Days the audit trail is kept (7 years): the immutability period of the audit-payloads container.')
+param auditRetentionDays int = 2557
+
 @description('Days a backup stays immutable. Keep it at most the lifecycle delete age, or deletion waits for it.')
 @minValue(1)
 @maxValue(146000)
@@ -341,6 +344,28 @@ resource backupImmutability 'Microsoft.Storage/storageAccounts/blobServices/cont
   name: 'default'
   properties: {
     immutabilityPeriodSinceCreationInDays: immutabilityDays
+    allowProtectedAppendWrites: false
+  }
+}
+
+// The audit trail's large before/after images: kept 7 years, immutable when enabled. (The entries
+// themselves are table rows in the data account, which the app only ever inserts.)
+resource auditPayloadContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: backupBlobService
+  name: 'audit-payloads'
+  properties: {
+    publicAccess: 'None'
+    immutableStorageWithVersioning: {
+      enabled: true
+    }
+  }
+}
+
+resource auditPayloadImmutability 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (enableImmutability) {
+  parent: auditPayloadContainer
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: auditRetentionDays
     allowProtectedAppendWrites: false
   }
 }

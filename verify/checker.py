@@ -124,6 +124,8 @@ def _check_chain(storage: Storage, manifest: Manifest, required: list[str], resu
     data_blobs = set()
     for link in links:
         data_blobs |= {part.blob for part in link.data_parts()}
+        if sum(part.lines for part in link.data_parts()) != link.entities:
+            miscounts.append(f"{link.backup}: its parts hold a different number of entities than {link.entities}")
         for info in link.blobs():
             blobs += 1
             is_data = info.blob in data_blobs

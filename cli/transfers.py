@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 from datetime import UTC, datetime
@@ -10,17 +9,10 @@ from pathlib import Path
 
 import click
 
-from cli.common import CommandFailed, human_size, json_option, open_storage
+from cli.common import CommandFailed, current_user, human_size, json_option, open_storage
 from cli.output import emit, progress
 
 FORMATS = ("ndjson", "json", "csv")
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def _export_text(data: dict) -> str:
@@ -43,7 +35,9 @@ def export(table, query_filter, select, fmt, output, as_json) -> None:
 
     if output == "-" and as_json:
         raise click.UsageError("--json prints to stdout, which --output - uses for the data; give --output FILE")
-    request = ExportRequest(table=table, filter=query_filter, select=parse_select(select), format=fmt, actor=_user())
+    request = ExportRequest(
+        table=table, filter=query_filter, select=parse_select(select), format=fmt, actor=current_user()
+    )
     storage = open_storage()
     if output == "-":
         try:
@@ -113,7 +107,7 @@ def import_(table, input_path, fmt, mode, dry_run, as_json) -> None:
     from transfer.records import MalformedInput
     from transfer.sources import FileSource
 
-    request = ImportRequest(table=table, format=fmt, mode=mode, dry_run=dry_run, actor=_user())
+    request = ImportRequest(table=table, format=fmt, mode=mode, dry_run=dry_run, actor=current_user())
     storage = open_storage()
     try:
         with progress() as report:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length"}
@@ -81,3 +83,20 @@ class FaultProxy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _port(connection: str, endpoint: str) -> int:
+    return int(connection.split(f"{endpoint}=http://127.0.0.1:")[1].split("/")[0])
+
+
+@contextmanager
+def tables_through_proxy(monkeypatch, azurite_connection_string: str) -> Iterator[FaultProxy]:
+    """Settings whose table endpoint is a FaultProxy in front of Azurite (blobs go direct)."""
+    from localdev.azurite import connection_string
+    from tablebackup.settings import get_settings
+
+    blob_port = _port(azurite_connection_string, "BlobEndpoint")
+    with FaultProxy(_port(azurite_connection_string, "TableEndpoint")) as proxy:
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+        get_settings.cache_clear()
+        yield proxy

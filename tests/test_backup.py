@@ -16,7 +16,7 @@ from tablebackup.backupformat import DataBlobWriter, read_data_lines
 from tablebackup.clients import Storage
 from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
 from tablebackup.settings import get_settings
-from tests.faultproxy import FaultProxy
+from tests.faultproxy import tables_through_proxy
 
 
 def _blob_names(storage: Storage) -> list[str]:
@@ -173,10 +173,7 @@ def test_tables_to_back_up_follows_the_settings(storage, env, monkeypatch, uniqu
 def test_transient_503_500_and_timeouts_are_retried(storage, env, monkeypatch, azurite_connection_string, unique_name):
     table = unique_name("flaky")
     seed_table(storage.tables, table, 1_500)
-    table_port = int(azurite_connection_string.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    with FaultProxy(table_port) as proxy:
-        blob_port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
-        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+    with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("STORAGE_RETRIES", "4")
         monkeypatch.setenv("STORAGE_TIMEOUT_SECONDS", "1")
         get_settings.cache_clear()
@@ -196,10 +193,7 @@ def test_a_storage_error_that_persists_fails_without_a_listed_backup(
 ):
     table = unique_name("down")
     seed_table(storage.tables, table, 1_500)
-    table_port = int(azurite_connection_string.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    with FaultProxy(table_port) as proxy:
-        blob_port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
-        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+    with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("STORAGE_RETRIES", "1")
         get_settings.cache_clear()
         # The first page succeeds; the second fails on every retry.

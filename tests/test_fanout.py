@@ -11,14 +11,13 @@ from azure.functions.timer import TimerRequest
 from backup.archiver import backup_table, backup_tables
 from backup.fanout import split_points
 from backup.runs import run_status
-from localdev.azurite import connection_string
 from localdev.host import QueueOutput, deliver
 from localdev.sample import seed_table
 from restore.restorer import RestoreRequest, restore
 from tablebackup import catalog
 from tablebackup.chain import state_entities
 from tablebackup.settings import get_settings
-from tests.faultproxy import FaultProxy
+from tests.faultproxy import tables_through_proxy
 from tests.test_cli import run_cli
 from tests.wire import table_state
 from verify.checker import verify_backup
@@ -98,10 +97,7 @@ def test_a_multi_part_backup_restores_verifies_and_drills_exactly(functions, fan
 
 def test_a_part_that_fails_once_is_retried_and_completes(functions, fanned, monkeypatch, azurite_connection_string):
     storage, table, single = fanned
-    table_port = int(azurite_connection_string.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    blob_port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    with FaultProxy(table_port) as proxy:
-        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+    with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("STORAGE_RETRIES", "0")
         get_settings.cache_clear()
         # The first read of the table (by the first part) fails; the queue delivers it again.
@@ -119,10 +115,7 @@ def test_a_part_that_fails_for_good_fails_the_run_and_nothing_is_listed(
     functions, fanned, monkeypatch, azurite_connection_string
 ):
     storage, table, single = fanned
-    table_port = int(azurite_connection_string.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    blob_port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    with FaultProxy(table_port) as proxy:
-        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+    with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("STORAGE_RETRIES", "0")
         get_settings.cache_clear()
         proxy.fail_matching = "EMPLOYEE"  # every request for the ranges that start or end at EMPLOYEE

@@ -9,13 +9,12 @@ import pytest
 from azure.data.tables import UpdateMode
 
 from backup.archiver import backup_table
-from localdev.azurite import connection_string
 from localdev.sample import seed_table
 from restore.restorer import RestoreRequest, restore
 from tablebackup import catalog
 from tablebackup.errors import BackupError, InvalidInput, NotFound
 from tablebackup.settings import get_settings
-from tests.faultproxy import FaultProxy
+from tests.faultproxy import tables_through_proxy
 from tests.wire import table_state
 
 
@@ -256,10 +255,7 @@ def test_an_interrupted_restore_converges_when_run_again(
     client, original, _manifest = backed_up
     target = unique_name("resumed")
     storage.tables.create_table(target)
-    table_port = int(azurite_connection_string.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    blob_port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    with FaultProxy(table_port) as proxy:
-        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+    with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("STORAGE_RETRIES", "0")
         get_settings.cache_clear()
         # The table check and two batches get through; then storage fails for good.

@@ -10,23 +10,11 @@ import orjson
 import pytest
 
 from backup.archiver import backup_table
+from localdev.host import QueueOutput
 from localdev.sample import seed_table
 from tablebackup.settings import get_settings
 from tests.test_cli import run_cli
 from tests.wire import table_state
-
-
-class QueueOutput(func.Out):
-    """Collects what a function puts on its queue output binding, as the host would."""
-
-    def __init__(self):
-        self.value = None
-
-    def set(self, value) -> None:
-        self.value = value
-
-    def get(self):
-        return self.value
 
 
 def _post(body) -> func.HttpRequest:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 
 from backup.archiver import backup_table
-from localdev.azurite import connection_string
 from localdev.sample import seed_table
 from tablebackup.clients import secondary_endpoint
 from tablebackup.errors import SettingsError
 from tablebackup.settings import get_settings
-from tests.faultproxy import FaultProxy
+from tests.faultproxy import tables_through_proxy
 from verify.checker import verify_backup
 
 
@@ -36,10 +35,7 @@ def test_an_endpoint_without_the_account_name_is_refused():
 def test_backup_and_verify_read_from_the_secondary(storage, env, monkeypatch, azurite_connection_string, unique_name):
     table = unique_name("geo")
     seed_table(storage.tables, table, 120)
-    table_port = int(azurite_connection_string.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    blob_port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    with FaultProxy(table_port) as proxy:
-        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob_port, blob_port, proxy.port))
+    with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("READ_FROM_SECONDARY", "true")
         get_settings.cache_clear()
         from tablebackup.clients import Storage

@@ -20,7 +20,7 @@ from audit import payloads
 from audit.messages import APP_OPERATIONS, AuditEvent, canonical_instant, instant_text
 from audit.tables import insert_once
 from tablebackup.clients import Storage
-from tablebackup.errors import InvalidInput
+from tablebackup.errors import BackupError, InvalidInput
 from tablebackup.names import validate_table_name
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,26 @@ def record_operation(storage: Storage, operation: str, actor: str, table: str, d
 
 def _image(storage: Storage, wire: dict, name: str) -> dict | None:
     blob = wire.get(name + BLOB_SUFFIX)
-    return orjson.loads(payloads.load(storage, blob) if blob else wire.get(name) or "null")
+    try:
+        return orjson.loads(payloads.load(storage, blob) if blob else wire.get(name) or "null")
+    except orjson.JSONDecodeError as error:
+        raise BackupError(f"its {name} is not valid JSON: {error}") from None
+
+
+def _images(storage: Storage, wire: dict) -> dict:
+    """Both images; one that can't be read (a missing payload blob, bad JSON, not an object) is None
+    and `unreadable` says why, by image name: one damaged entry must not hide the others."""
+    images: dict = {}
+    unreadable: dict[str, str] = {}
+    for name in DATA_PROPERTIES:
+        try:
+            image = _image(storage, wire, name)
+            if image is not None and not isinstance(image, dict):
+                raise BackupError("not a JSON object")
+            images[name] = image
+        except BackupError as error:
+            images[name], unreadable[name] = None, str(error).splitlines()[0]
+    return {**images, "unreadable": unreadable} if unreadable else images
 
 
 def entry_json(storage: Storage, wire: dict) -> dict:
@@ -120,6 +139,5 @@ def entry_json(storage: Storage, wire: dict) -> dict:
         "rowKey": wire["rowKey"],
         "userId": wire["userId"],
         "messageId": wire.get("messageId", ""),
-        "beforeData": _image(storage, wire, "beforeData"),
-        "afterData": _image(storage, wire, "afterData"),
+        **_images(storage, wire),
     }

@@ -85,9 +85,13 @@ def find_entries(
     for day in _days(since, until):
         partition = f"PartitionKey eq {_literal(PARTITION_PREFIX + day.isoformat())}"
         query = " and ".join([partition, f"RowKey ge {_literal(low)}", f"RowKey lt {_literal(high)}", *clauses])
-        try:
-            for page in iter_pages(client, query_filter=query):
-                entries += [entry_json(storage, wire) for wire in page]
-        except NotFound:
-            return []  # no audit table yet: nothing was ever audited
+        for page in _pages(client, query):
+            entries += [entry_json(storage, wire) for wire in page]
     return entries
+
+
+def _pages(client, query: str) -> Iterator[list[dict]]:
+    try:
+        yield from iter_pages(client, query_filter=query)
+    except NotFound:
+        return  # no audit table yet: nothing was ever audited

@@ -34,6 +34,7 @@ for command in (
     backups.backup,
     backups.list_backups,
     restores.restore,
+    restores.undelete,
     verifies.verify,
     verifies.drill,
     audits.audit,

@@ -1,10 +1,10 @@
-"""`restore`."""
+"""`restore` and `undelete`."""
 
 from __future__ import annotations
 
 import click
 
-from cli.common import IsoInstant, json_option, open_storage
+from cli.common import IsoInstant, current_user, json_option, open_storage
 from cli.output import emit, progress
 
 
@@ -17,6 +17,18 @@ def _restore_text(data: dict) -> str:
     )
     if data["safety_backup"]:
         text += f"\nsafety backup of {data['target']} taken first: {data['safety_backup']}"
+    if "replayed" in data:
+        text += (
+            f"\n{'would replay' if data['dry_run'] else 'replayed'} {data['replayed']:,} audited changes "
+            f"from {data['replay_from']} up to {data['as_of']}; faithful until {data['faithful_until']}"
+        )
+        text += "".join(
+            f"\ngap at {gap['timestamp']}{' ' + gap['entityKey'] if gap['entityKey'] else ''}: {gap['reason']}"
+            + (" (a later change overwrote it)" if gap["superseded"] else "")
+            for gap in data["gaps"]
+        )
+        if data["gaps_total"] > len(data["gaps"]):
+            text += f"\n... {data['gaps_total'] - len(data['gaps']):,} more gaps (--json lists the first ones)"
     return text
 
 
@@ -36,11 +48,23 @@ def _restore_text(data: dict) -> str:
 )
 @click.option("--dry-run", is_flag=True, help="Report what would be written and deleted; write nothing.")
 @click.option("--force", is_flag=True, help="Restore even if the data blob does not match its manifest's checksum.")
+@click.option(
+    "--replay-audit",
+    is_flag=True,
+    help="Point in time: restore the newest backup finished by --as-of, then replay the audit trail's "
+    "changes from the backup's start up to --as-of (mode replace or mirror).",
+)
 @json_option
-def restore(table, backup, as_of, target, query_filter, mode, dry_run, force, as_json) -> None:
-    """Restore a table, a partition or one entity from a backup."""
+def restore(table, backup, as_of, target, query_filter, mode, dry_run, force, replay_audit, as_json) -> None:
+    """Restore a table, a partition or one entity from a backup, or to an instant (--replay-audit)."""
+    from restore.pointintime import REPLAY_MODES, restore_to_instant
     from restore.restorer import RestoreRequest, restore
 
+    if replay_audit and (as_of is None or backup is not None):
+        raise click.UsageError("--replay-audit requires --as-of ISO-8601 (and no --backup)")
+    if replay_audit and mode not in REPLAY_MODES:
+        modes = " or ".join(REPLAY_MODES)
+        raise click.UsageError(f"--replay-audit restores the state at the instant: use --mode {modes}")
     if (backup is None) == (as_of is None):
         raise click.UsageError("give --backup ID, --backup latest, or --as-of ISO-8601")
     request = RestoreRequest(
@@ -52,7 +76,50 @@ def restore(table, backup, as_of, target, query_filter, mode, dry_run, force, as
         mode=mode,
         dry_run=dry_run,
         force=force,
+        actor=current_user(),
     )
+    run = restore_to_instant if replay_audit else restore
     with progress() as report:
-        result = restore(open_storage(), request, on_progress=lambda count: report(f"restore {target or table}", count))
+        result = run(open_storage(), request, on_progress=lambda count: report(f"restore {target or table}", count))
     emit(result.as_json(), as_json, _restore_text)
+
+
+def _undelete_text(data: dict) -> str:
+    if data["source"] == "audit":
+        origin = f"the audit trail (entry at {data['audit_timestamp']})"
+    else:
+        origin = f"backup {data['backup']}"
+    verb = "would restore" if data["dry_run"] else ("restored" if data["restored"] else "did not restore")
+    text = f"{verb} {data['partitionKey']!r}/{data['rowKey']!r} into {data['target']} from {origin}"
+    if data["deleted_at"]:
+        text += f"; it was deleted at {data['deleted_at']}"
+    text += "".join(f"\ngap at {gap['timestamp']} {gap['entityKey']}: {gap['reason']}" for gap in data["gaps"])
+    return text
+
+
+@click.command()
+@click.option("--table", "-t", required=True, help="The table the entity was deleted from.")
+@click.option("--partition-key", required=True, help="The entity's PartitionKey (may be empty: '').")
+@click.option("--row-key", required=True, help="The entity's RowKey.")
+@click.option("--target", help="Restore into this table instead (created if missing).")
+@click.option(
+    "--since", type=IsoInstant(), help="Search the audit trail from this instant (default: AUDIT_QUERY_DAYS days ago)."
+)
+@click.option("--dry-run", is_flag=True, help="Report where the entity would come from; write nothing.")
+@json_option
+def undelete(table, partition_key, row_key, target, since, dry_run, as_json) -> None:
+    """Bring back one deleted entity: its last state before the DELETE from the audit trail, or else
+    from the newest backup that holds it."""
+    from restore.pointintime import undelete as undelete_entity
+
+    result = undelete_entity(
+        open_storage(),
+        table,
+        partition_key,
+        row_key,
+        target=target,
+        since=since,
+        dry_run=dry_run,
+        actor=current_user(),
+    )
+    emit(result, as_json, _undelete_text)

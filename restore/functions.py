@@ -28,6 +28,8 @@ class RestoreBody(BaseModel):
     mode: Literal["replace", "merge", "missing", "mirror"] = "replace"
     dry_run: bool = Field(False, alias="dryRun")
     force: bool = False
+    # With asOf: restore the newest backup finished by then and replay the audit trail up to asOf.
+    replay_audit: bool = Field(False, alias="replayAudit")
 
 
 @bp.function_name("restore_table")
@@ -48,7 +50,7 @@ def restore_table(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpRespon
             force=body.force,
             actor=caller(req),
         )
-        answer, message = operations.start(Storage.from_settings(), request)
+        answer, message = operations.start(Storage.from_settings(), request, replay_audit=body.replay_audit)
     except Exception as error:
         return error_response(error)
     if message is None:

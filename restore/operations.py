@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import orjson
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
+from restore.pointintime import check_point_in_time, restore_to_instant
 from restore.restorer import RestoreRequest, check_request, restore
 from tablebackup.clients import Storage
 from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
@@ -40,27 +41,39 @@ def _create_table(storage: Storage) -> None:
         raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
 
 
-def request_json(request: RestoreRequest) -> dict:
+def request_json(request: RestoreRequest, *, replay_audit: bool = False) -> dict:
     data = asdict(request)
     data["as_of"] = request.as_of.isoformat() if request.as_of else None
+    if replay_audit:
+        data["replay_audit"] = True  # a point-in-time restore: the backup, then the audit trail replayed
     return data
 
 
 def request_from_json(data: dict) -> RestoreRequest:
     as_of = datetime.fromisoformat(data["as_of"]) if data.get("as_of") else None
-    return RestoreRequest(**{**data, "as_of": as_of})
+    fields = {name: value for name, value in data.items() if name != "replay_audit"}
+    return RestoreRequest(**{**fields, "as_of": as_of})
 
 
-def start(storage: Storage, request: RestoreRequest) -> tuple[dict, str | None]:
-    """Run the restore now if it is small, else record it as queued.
+def _run(storage: Storage, request: RestoreRequest, replay_audit: bool, on_progress=None) -> dict:
+    if replay_audit:
+        return restore_to_instant(storage, request, on_progress=on_progress).as_json()
+    return restore(storage, request, on_progress=on_progress).as_json()
+
+
+def start(storage: Storage, request: RestoreRequest, *, replay_audit: bool = False) -> tuple[dict, str | None]:
+    """Run the restore now if it is small, else record it as queued. With replay_audit, a
+    point-in-time restore (restore.pointintime); its size is the backup's entity count.
 
     Returns (answer, queue message): the message is None when the restore already ran."""
-    checked = check_request(storage, request)  # every refusal happens here, before anything is written
+    # Every refusal happens here, before anything is written.
+    checked = check_point_in_time(storage, request) if replay_audit else check_request(storage, request)
     if checked.manifest.entities <= storage.settings.restore_http_max_entities:
-        return restore(storage, request).as_json(), None
+        return _run(storage, request, replay_audit), None
     operation = uuid.uuid4().hex
     _create_table(storage)
-    _save(storage, operation, status="queued", request=orjson.dumps(request_json(request)).decode())
+    data = request_json(request, replay_audit=replay_audit)
+    _save(storage, operation, status="queued", request=orjson.dumps(data).decode())
     log.info("restore queued: operation=%s table=%s backup=%s", operation, request.table, checked.manifest.backup)
     answer = {
         "operation": operation,
@@ -69,7 +82,7 @@ def start(storage: Storage, request: RestoreRequest) -> tuple[dict, str | None]:
         "entities": checked.manifest.entities,
         "statusUrl": f"/api/restore/{operation}",
     }
-    return answer, orjson.dumps({"operation": operation, "request": request_json(request)}).decode()
+    return answer, orjson.dumps({"operation": operation, "request": data}).decode()
 
 
 def _save(storage: Storage, operation: str, **fields) -> None:
@@ -87,6 +100,7 @@ def run_queued(storage: Storage, message: str | bytes, delivery: int) -> None:
         data = orjson.loads(message)
         operation = data["operation"]
         request = request_from_json(data["request"])
+        replay_audit = data["request"].get("replay_audit") is True
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         log.error("restore message refused: %s", error)
         return  # malformed: retrying can never help
@@ -99,7 +113,7 @@ def run_queued(storage: Storage, message: str | bytes, delivery: int) -> None:
             _save(storage, operation, status="running", progress=count)
 
     try:
-        result = restore(storage, request, on_progress=report)
+        result = _run(storage, request, replay_audit, on_progress=report)
     except StorageUnavailable as error:
         final = delivery >= MAX_DELIVERIES
         _save(storage, operation, status="failed" if final else "retrying", error=str(error))
@@ -109,7 +123,7 @@ def run_queued(storage: Storage, message: str | bytes, delivery: int) -> None:
     except BackupError as error:
         _save(storage, operation, status="failed", error=str(error))
         return
-    _save(storage, operation, status="succeeded", result=orjson.dumps(result.as_json()).decode())
+    _save(storage, operation, status="succeeded", result=orjson.dumps(result).decode())
 
 
 def status(storage: Storage, operation: str) -> dict:

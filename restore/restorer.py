@@ -10,11 +10,10 @@ window's key range, so memory stays bounded and key order is always the service'
 
 from __future__ import annotations
 
-import getpass
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from audit.entries import record_operation
@@ -44,14 +43,7 @@ class RestoreRequest:
     mode: str = "replace"
     dry_run: bool = False
     force: bool = False
-    actor: str = field(default_factory=lambda: _current_user())
-
-
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    actor: str = "unknown"  # who asked: the CLI's OS user, or the HTTP caller
 
 
 @dataclass

@@ -238,6 +238,21 @@ def test_a_large_image_goes_to_a_blob_once_and_reads_back_exactly(functions, aud
     assert entry["afterData"] == after and entry["beforeData"] == before
 
 
+def test_an_entry_whose_payload_blob_is_gone_is_reported_and_the_others_still_read(functions, audit_storage):
+    large = {"PartitionKey": "P", "RowKey": "R", "text": "x" * 40_000}
+    _deliver(functions, _message(partitionKey="P", rowKey="R", afterData=large), "msg-gone")
+    _deliver(functions, _message(partitionKey="P", rowKey="S", timestamp="2026-11-25T02:00:01Z"), "msg-kept")
+    container = _payloads(audit_storage)
+    for blob in container.list_blobs():
+        container.delete_blob(blob.name)
+
+    entries = find_entries(audit_storage, table="candidates", since=_utc(2026, 11, 25), until=_utc(2026, 11, 25, 3))
+
+    assert [entry["rowKey"] for entry in entries] == ["R", "S"]
+    assert entries[0]["afterData"] is None and "is missing" in entries[0]["unreadable"]["afterData"]
+    assert "unreadable" not in entries[1] and entries[1]["afterData"] is not None
+
+
 def test_an_image_at_the_property_limit_stays_in_the_entry(functions, audit_storage):
     # {"x":"..."} of exactly 32,768 characters: 64 KiB as UTF-16, the most a String property holds.
     image = {"x": "y" * (32_768 - len('{"x":""}'))}

@@ -18,6 +18,7 @@ from audit.messages import instant_text
 from audit.queries import find_entries
 from audit.writer import handle_message
 from backup.archiver import backup_table
+from localdev.host import QueueOutput
 from localdev.sample import seed_table
 from restore.pointintime import restore_to_instant, tick_before, undelete
 from restore.restorer import RestoreRequest
@@ -29,7 +30,7 @@ from tablebackup.settings import get_settings
 from tablebackup.tablequery import iter_pages, odata_string
 from tablebackup.tablewriter import submit_operations
 from tests.test_cli import run_cli
-from tests.test_restore_functions import QueueOutput, _status
+from tests.test_restore_functions import _status
 from tests.wire import table_state
 
 A = ("CANDIDATE", "0000001")
@@ -124,9 +125,10 @@ def history(audit_storage, unique_name):
     states.append(table_state(trail.client))
     trail.delete(B, times[1])
     states.append(table_state(trail.client))
-    trail.write(_entity(C, "Chloé, new", -(2**63), id="c9da6455-213d-42c9-9a79-3e9149a57833", **{"id@odata.type": "Edm.Guid"}), times[2])  # fmt: skip
+    guid = {"id": "c9da6455-213d-42c9-9a79-3e9149a57833", "id@odata.type": "Edm.Guid"}
+    trail.write(_entity(C, "Chloé, new", -(2**63), **guid), times[2])
     states.append(table_state(trail.client))
-    trail.write(_entity(A, "Ada, again", 42, score=float("inf")), times[3])
+    trail.write(_entity(A, "Ada, again", 42, score="Infinity"), times[3])
     states.append(table_state(trail.client))
     return trail, manifest, times, states
 
@@ -190,8 +192,7 @@ def test_a_filter_applies_to_replayed_changes_and_a_dry_run_writes_nothing(audit
     trail.write(_entity(E, "an employee", 5), later)  # outside the filter's partition
     moved = _entity(("CANDIDATE", "0000003"), "moves out of scope", 9, age=70)
     trail.write(moved, later + timedelta(seconds=1))
-    trail.send("DELETE", ("CANDIDATE", "0000004"), later + timedelta(seconds=2))  # no image: judged by the target
-    trail.delete(("CANDIDATE", "0000004"), later + timedelta(seconds=3), audit_before=False)
+    trail.delete(("CANDIDATE", "0000004"), later + timedelta(seconds=2), audit_before=False)  # judged by the target
     trail.write(_entity(C, "Chloé, another", 1), later + timedelta(seconds=4))  # keeps the audit covering the instant
     as_of = later + timedelta(seconds=3)
     wanted = "PartitionKey eq 'CANDIDATE' and age lt 50"
@@ -239,7 +240,12 @@ def test_an_update_without_after_data_is_a_gap_and_faithful_until_stops_before_i
 
     assert table_state(audit_storage.tables.get_table_client(result.base.target)) == expected
     assert result.gaps == [
-        {"timestamp": gap_at, "entityKey": "EMPLOYEE:0000006", "reason": "UPDATE without afterData", "superseded": False}
+        {
+            "timestamp": gap_at,
+            "entityKey": "EMPLOYEE:0000006",
+            "reason": "UPDATE without afterData",
+            "superseded": False,
+        }
     ]
     assert result.faithful_until == tick_before(gap_at)
     assert tick_before("2026-11-25T00:00:00.0000000Z") == "2026-11-24T23:59:59.9999999Z"
@@ -263,8 +269,9 @@ def test_an_unreadable_payload_is_a_gap(audit_storage, history, unique_name):
     big = _entity(E, "large", 1, **{f"text{i}": "x" * 30_000 for i in range(3)})  # afterData goes to a blob
     gap_at = trail.write(big, times[3] + timedelta(seconds=1))
     trail.write(_entity(A, "later", 3), times[3] + timedelta(seconds=2))
-    [row] = [r for r in iter_pages(audit_storage.tables.get_table_client(audit_storage.settings.audit_table))][0][-1:]
-    container = blob_service(audit_storage.settings).get_container_client(audit_storage.settings.audit_payload_container)
+    container = blob_service(audit_storage.settings).get_container_client(
+        audit_storage.settings.audit_payload_container
+    )
     for blob in container.list_blobs():
         if blob.name.endswith("afterData.json"):
             container.delete_blob(blob.name)
@@ -275,7 +282,6 @@ def test_an_unreadable_payload_is_a_gap(audit_storage, history, unique_name):
     assert (gap["timestamp"], gap["entityKey"]) == (gap_at, "EMPLOYEE:0000006")
     assert gap["reason"].startswith("afterData is unreadable: audit payload blob") and "is missing" in gap["reason"]
     assert result.faithful_until == tick_before(gap_at) and result.replayed == 3
-    assert row  # the entries are there; only the payload is gone
 
 
 def test_an_instant_beyond_the_newest_audit_entry_is_a_gap(audit_storage, history, unique_name):
@@ -309,7 +315,11 @@ def test_a_point_in_time_restore_is_audited(audit_storage, history, unique_name)
     entries = find_entries(audit_storage, table=target, operation="RESTORE", until=times[3] + timedelta(days=1))
     assert [entry["afterData"].get("replay_audit") for entry in entries] == [None, True]  # the backup part, the replay
     details = entries[-1]["afterData"]
-    assert (entries[-1]["userId"], details["replayed"], details["faithful_until"]) == ("alice", 2, instant_text(times[1]))
+    assert (entries[-1]["userId"], details["replayed"], details["faithful_until"]) == (
+        "alice",
+        2,
+        instant_text(times[1]),
+    )
 
 
 @pytest.mark.parametrize(
@@ -405,14 +415,14 @@ def test_undelete_falls_back_to_the_newest_backup_holding_it(audit_storage, tabl
 
 def test_undelete_refuses_what_neither_the_audit_nor_a_backup_has(audit_storage, table_with_trail):
     trail, _ = table_with_trail
-    backup_table(audit_storage, trail.table)
     trail.delete(A, datetime.now(UTC) - timedelta(days=10))  # older than AUDIT_QUERY_DAYS
+    backup_table(audit_storage, trail.table)  # taken after the delete
 
-    with pytest.raises(NotFound, match=r"no earlier state of .* search further back with --since") as refused:
+    with pytest.raises(NotFound, match=r"no earlier state of .*\(search further back with --since\)$") as refused:
         undelete(audit_storage, trail.table, "CANDIDATE", "never existed")
     assert "\n" not in str(refused.value)
-    with pytest.raises(NotFound, match="no backup taken before its DELETE"):
-        undelete(audit_storage, trail.table, *A)  # the backup was taken after the delete
+    with pytest.raises(NotFound, match="no backup holds it"):
+        undelete(audit_storage, trail.table, *A)
 
     result = undelete(audit_storage, trail.table, *A, since=datetime.now(UTC) - timedelta(days=11))
     assert result["source"] == "audit"
@@ -441,7 +451,7 @@ def test_post_restore_with_replay_audit(functions, audit_storage, history, uniqu
     jobs = QueueOutput()
 
     response = functions["restore_table"].get_user_function()(
-        _post({"table": trail.table, "asOf": instant_text(times[2]), "replayAudit": True, "target": target}), jobs
+        _post({"table": trail.table, "asOf": times[2].isoformat(), "replayAudit": True, "target": target}), jobs
     )
 
     assert response.status_code == 200, response.get_body()
@@ -461,7 +471,7 @@ def test_a_large_point_in_time_restore_is_queued_with_its_replay(
     jobs = QueueOutput()
 
     response = functions["restore_table"].get_user_function()(
-        _post({"table": trail.table, "asOf": instant_text(times[1]), "replayAudit": True, "target": target}), jobs
+        _post({"table": trail.table, "asOf": times[1].isoformat(), "replayAudit": True, "target": target}), jobs
     )
 
     assert response.status_code == 202
@@ -477,9 +487,10 @@ def test_a_large_point_in_time_restore_is_queued_with_its_replay(
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
+        ({}, "give an as-of instant and no backup id"),
         ({"backup": "latest"}, "give an as-of instant and no backup id"),
         ({"asOf": "2026-11-25T00:00:00Z", "mode": "missing"}, "cannot replay the audit trail"),
-        ({"asOf": "2026-11-25T00:00:00Z", "replayAudit": "yes"}, "replayAudit"),
+        ({"asOf": "2026-11-25T00:00:00Z", "replayAudit": [1]}, "replayAudit"),
     ],
 )
 def test_post_restore_refuses_bad_replay_requests(functions, audit_storage, history, fields, message):
@@ -498,7 +509,7 @@ def test_post_restore_refuses_bad_replay_requests(functions, audit_storage, hist
 # CLI
 
 
-def test_cli_restore_replay_audit_and_undelete(audit_storage, history, unique_name):
+def test_cli_restore_replay_audit(audit_storage, history, unique_name):
     trail, manifest, times, states = history
     target = unique_name("cli")
 
@@ -514,11 +525,6 @@ def test_cli_restore_replay_audit_and_undelete(audit_storage, history, unique_na
                     "--replay-audit", "--dry-run")  # fmt: skip
     assert human.returncode == 0, human.stderr
     assert "would replay 3 audited changes" in human.stdout and "gap at" in human.stdout
-
-    undeleted = run_cli("undelete", "-t", trail.table, "--partition-key", B[0], "--row-key", B[1],
-                        "--since", instant_text(times[0]), "--target", target, "--json")  # fmt: skip
-    assert undeleted.returncode == 1 and "already holds" in undeleted.stderr  # the target kept B... no: see below
-    assert B not in states[2]
 
 
 def test_cli_undelete_and_refusals(audit_storage, table_with_trail):

@@ -7,12 +7,19 @@ AZURITE_DIR := .azurite
 
 .PHONY: setup demo test lint format bench azurite azurite-stop clean
 
-setup: $(VENV)/.installed node_modules/.installed
+INFRA_VENV := .venv-infra
+
+setup: $(VENV)/.installed node_modules/.installed $(INFRA_VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required; set PYTHON=/path/to/python3.11")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -25,13 +32,13 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
+	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
 	$(PY) -m pytest
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
+	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
 
 format: setup
 	$(VENV)/bin/ruff check --fix .
@@ -48,4 +55,4 @@ azurite-stop:
 	-$(PY) -m localdev.azurite stop
 
 clean: azurite-stop
-	rm -rf $(VENV) node_modules $(AZURITE_DIR) .pytest_cache .ruff_cache .bench
+	rm -rf $(VENV) $(INFRA_VENV) node_modules $(AZURITE_DIR) .pytest_cache .ruff_cache .bench

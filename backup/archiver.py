@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from azure.core.exceptions import AzureError
 
-from backup.fanout import PartResult, WorkItem, assemble, back_up_part, plan_run
+from backup.fanout import PartResult, WorkItem, assemble, back_up_part, plan_run, stream_items
 from backup.incremental import stream_incremental
 from tablebackup import catalog, telemetry
 from tablebackup.backupformat import (
@@ -180,6 +180,8 @@ def execute_item(
     storage: Storage, item: WorkItem, attempt: int = 1, on_progress: Progress | None = None
 ) -> Manifest | PartResult:
     """Run one work item: a whole table gives its manifest, a range gives its part."""
+    if item.parts == 1 and item.streams:
+        return _read_in_streams(storage, item, attempt, on_progress)
     if item.parts == 1:
         return backup_table(
             storage,
@@ -203,6 +205,19 @@ def execute_item(
         extra={**context, "entities": part.info.lines},
     )
     return part
+
+
+def _read_in_streams(storage: Storage, item: WorkItem, attempt: int, on_progress: Progress | None) -> Manifest:
+    """One table read by parallel range streams (one part blob each), then one manifest: the
+    service serves two streams about 1.5x as fast as one."""
+    parts = stream_items(item)
+    with telemetry.operation("backup", item.table, backup=item.backup, kind="full"):
+        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="stream") as pool:
+            results = pool.map(lambda part: back_up_part(storage, part, attempt), parts)
+            done = {part.part: result for part, result in zip(parts, results, strict=True)}
+        if on_progress:
+            on_progress(sum(result.info.lines for result in done.values()))
+        return finish_table(storage, parts, done)
 
 
 def finish_table(storage: Storage, items: list[WorkItem], results: dict[int, Manifest | PartResult]) -> Manifest:

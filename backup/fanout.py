@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import orjson
 from azure.core.exceptions import AzureError
@@ -34,6 +35,9 @@ from tablebackup.entities import encode_line
 from tablebackup.errors import BackupError, NotFound, StorageUnavailable
 from tablebackup.tablequery import iter_pages, odata_string
 
+# Below this, a second read stream costs more than it saves.
+STREAMS_MIN_ENTITIES = 10_000
+
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -48,6 +52,8 @@ class WorkItem:
     low: str | None = None  # PartitionKey ge low
     high: str | None = None  # PartitionKey lt high
     incremental: bool = False
+    # Cut points at which this one item reads its table in parallel streams (READ_STREAMS).
+    streams: list[str] | None = None
 
     @property
     def key(self) -> str:
@@ -97,9 +103,12 @@ def plan_run(
         except (NotFound, BackupError):
             previous = None
         bounds: list[str] = []
+        streams = None
         if previous and previous.entities >= settings.fanout_threshold_entities and previous.key_samples:
             wanted = min(settings.max_parts, math.ceil(previous.entities / settings.part_target_entities))
             bounds = split_points(previous.key_samples, wanted)
+        elif previous and previous.entities >= STREAMS_MIN_ENTITIES and settings.read_streams > 1:
+            streams = split_points(previous.key_samples, settings.read_streams) or None
         edges = [None, *bounds, None]
         for index in range(len(edges) - 1):
             items.append(
@@ -113,9 +122,21 @@ def plan_run(
                     low=edges[index],
                     high=edges[index + 1],
                     incremental=incremental,
+                    streams=streams if len(edges) == 2 else None,
                 )
             )
     return items
+
+
+def stream_items(item: WorkItem) -> list[WorkItem]:
+    """The parts one item reads in parallel streams: one part per range between its cut points."""
+    edges = [None, *(item.streams or []), None]
+    return [
+        WorkItem(
+            **{**asdict(item), "part": index + 1, "parts": len(edges) - 1, "low": low, "high": high, "streams": None}
+        )
+        for index, (low, high) in enumerate(pairwise(edges))
+    ]
 
 
 def _range_filter(item: WorkItem) -> str | None:

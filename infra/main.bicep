@@ -752,6 +752,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: '64'
         }
         {
+          name: 'READ_STREAMS'
+          value: '2'
+        }
+        {
           name: 'BACKUP_RUNS_TABLE'
           value: 'backupruns'
         }

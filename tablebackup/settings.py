@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     part_target_entities: int = Field(1_000_000, ge=1, alias="PART_TARGET_ENTITIES")
     max_parts: int = Field(64, ge=1, le=512, alias="MAX_PARTS")
     backup_runs_table: str = Field("backupruns", alias="BACKUP_RUNS_TABLE")
+    # A smaller table is read by this many parallel PartitionKey range streams in one process.
+    read_streams: int = Field(2, ge=1, le=16, alias="READ_STREAMS")
     # Incrementals re-read entities changed this long before their parent started (clock skew, writes in flight).
     incremental_overlap_minutes: float = Field(15, ge=0, le=24 * 60, alias="INCREMENTAL_OVERLAP_MINUTES")
     full_backup_day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(

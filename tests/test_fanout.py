@@ -150,3 +150,19 @@ def test_backup_tables_in_parallel_keeps_tables_isolated(storage, unique_name):
     assert [m.table for m in run.backups] == tables
     assert [m.entities for m in run.backups] == [10, 20, 30, 40]
     assert list(run.failures) == [missing]
+
+
+def test_a_table_with_a_previous_backup_is_read_in_parallel_streams(storage, monkeypatch, unique_name):
+    import backup.fanout
+
+    monkeypatch.setattr(backup.fanout, "STREAMS_MIN_ENTITIES", 100)
+    table = unique_name("streams")
+    seed_table(storage.tables, table, 600)
+    first = backup_table(storage, table)  # no key samples yet: one stream
+
+    [second] = backup_tables(storage, [table]).backups
+
+    assert first.parts is None
+    assert second.parts and len(second.parts) == storage.settings.read_streams == 2
+    assert _state(storage, second) == _state(storage, first)
+    assert verify_backup(storage, table).ok

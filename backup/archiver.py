@@ -11,23 +11,19 @@ from datetime import UTC, datetime
 
 from azure.core.exceptions import AzureError
 
-from backup.fanout import PartResult, WorkItem, assemble, back_up_part, plan_run, stream_items
+from backup.fanout import PartResult, WorkItem, assemble, back_up_part, plan_run, stream_items, stream_to_blob
 from backup.incremental import stream_incremental
 from tablebackup import catalog, telemetry
 from tablebackup.backupformat import (
     DATA_BLOB,
-    DataBlobWriter,
-    KeySampler,
     Manifest,
     attempt_leaf,
     new_backup_id,
     write_manifest,
 )
 from tablebackup.clients import Storage
-from tablebackup.entities import encode_line
 from tablebackup.errors import BackupError, NotFound, StorageUnavailable
 from tablebackup.names import validate_table_name
-from tablebackup.tablequery import iter_pages
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +97,7 @@ def _stream_table(
     storage: Storage, table: str, backup_id: str, started: datetime, on_progress: Progress | None, attempt: int
 ) -> Manifest:
     """Stream the table's pages into the data blob; returns the manifest that describes it."""
-    pages = iter_pages(storage.source_tables.get_table_client(table))
-    # The first page proves the table exists before any blob is written.
-    first = next(pages)
-    sampler = KeySampler()
-    try:
-        storage.ensure_backup_container()
-        writer = DataBlobWriter(storage.backups, backup_id, attempt_leaf(DATA_BLOB, attempt))
-        for page in _chain(first, pages):
-            writer.write_lines([encode_line(entity) for entity in page])
-            sampler.add(page)
-            if on_progress:
-                on_progress(writer.entities)
-        size, sha256 = writer.finish()
-    except AzureError as error:
-        raise StorageUnavailable(
-            f"writing backup {backup_id!r} to {storage.backups.url} failed: {str(error).splitlines()[0]}"
-        ) from error
+    data = stream_to_blob(storage, table, backup_id, attempt_leaf(DATA_BLOB, attempt), on_progress=on_progress)
     return Manifest(
         backup=backup_id,
         table=table,
@@ -125,17 +105,12 @@ def _stream_table(
         read_from_secondary=storage.settings.read_from_secondary,
         started_at=started,
         finished_at=datetime.now(UTC),
-        entities=writer.entities,
-        bytes=size,
-        sha256=sha256,
-        data_blob=writer.name,
-        key_samples=sampler.samples,
+        entities=data.info.lines,
+        bytes=data.info.bytes,
+        sha256=data.info.sha256,
+        data_blob=data.info.blob,
+        key_samples=data.samples,
     )
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 @dataclass

@@ -9,12 +9,12 @@ written last by whoever finishes the last part, lists every part. Until then not
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from itertools import pairwise
 
 import orjson
 from azure.core.exceptions import AzureError
@@ -35,8 +35,8 @@ from tablebackup.entities import encode_line
 from tablebackup.errors import BackupError, NotFound, StorageUnavailable
 from tablebackup.tablequery import iter_pages, odata_string
 
-# Below this, a second read stream costs more than it saves.
-STREAMS_MIN_ENTITIES = 10_000
+# A read stream only pays off with a page (1,000 entities) or more to read.
+STREAMS_MIN_ENTITIES = 2_000
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def stream_items(item: WorkItem) -> list[WorkItem]:
         WorkItem(
             **{**asdict(item), "part": index + 1, "parts": len(edges) - 1, "low": low, "high": high, "streams": None}
         )
-        for index, (low, high) in enumerate(pairwise(edges))
+        for index, (low, high) in enumerate(itertools.pairwise(edges))
     ]
 
 
@@ -154,39 +154,63 @@ class PartResult:
     samples: list[str]
 
 
-def back_up_part(
-    storage: Storage, item: WorkItem, attempt: int = 1, on_progress: Callable[[int], None] | None = None
+def stream_to_blob(
+    storage: Storage,
+    table: str,
+    backup_id: str,
+    leaf: str,
+    query_filter: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> PartResult:
-    """Stream one range of the table into a part blob of its own for this attempt."""
-    pages = iter_pages(storage.source_tables.get_table_client(item.table), query_filter=_range_filter(item))
+    """Stream the table's pages (those the filter selects) into one gzip NDJSON blob of the backup,
+    sampling PartitionKeys on the way. Memory holds about two pages and one block."""
+    pages = iter_pages(storage.source_tables.get_table_client(table), query_filter=query_filter)
     first = next(pages)  # proves the table exists before any blob is written
+    pages = itertools.chain([first], pages)
+    del first  # the loop below must be the only holder of a page
     sampler = KeySampler()
     try:
         storage.ensure_backup_container()
-        writer = DataBlobWriter(storage.backups, item.backup, attempt_leaf(f"part-{item.part:04d}.ndjson.gz", attempt))
-        for page in _pages(first, pages):
+        writer = DataBlobWriter(storage.backups, backup_id, leaf)
+        for page in pages:
             writer.write_lines([encode_line(entity) for entity in page])
             sampler.add(page)
+            del page  # see iter_pages: two pages at most
             if on_progress:
                 on_progress(writer.entities)
         return PartResult(info=writer.finish_info(), samples=sampler.samples)
     except AzureError as error:
         raise StorageUnavailable(
-            f"writing part {item.part} of backup {item.backup!r} failed: {str(error).splitlines()[0]}"
+            f"writing {leaf} of backup {backup_id!r} to {storage.backups.url} failed: {str(error).splitlines()[0]}"
         ) from error
 
 
-def _pages(first, rest):
-    yield first
-    yield from rest
+def back_up_part(
+    storage: Storage, item: WorkItem, attempt: int = 1, on_progress: Callable[[int], None] | None = None
+) -> PartResult:
+    """Stream one range of the table into a part blob of its own for this attempt."""
+    leaf = attempt_leaf(f"part-{item.part:04d}.ndjson.gz", attempt)
+    return stream_to_blob(storage, item.table, item.backup, leaf, _range_filter(item), on_progress)
+
+
+def merge_samples(parts: list[PartResult]) -> list[str]:
+    """The parts' key samples as one list at even intervals of the whole data: each part sampled
+    at its own interval, so each contributes in proportion to its entities."""
+    total = sum(part.info.lines for part in parts)
+    merged: list[str] = []
+    for part in parts:
+        if not part.samples or not total:
+            continue
+        count = max(1, round(KeySampler.MAX * part.info.lines / total))
+        merged += [part.samples[index * len(part.samples) // count] for index in range(count)]
+    return merged
 
 
 def assemble(storage: Storage, items: list[WorkItem], results: dict[int, PartResult]) -> Manifest:
     """Write the manifest of a multi-part backup once every part is done: last, and only once."""
     head = items[0]
     parts = [results[item.part].info for item in sorted(items, key=lambda i: i.part)]
-    samples = [sample for item in sorted(items, key=lambda i: i.part) for sample in results[item.part].samples]
-    step = max(1, math.ceil(len(samples) / KeySampler.MAX))
+    samples = merge_samples([results[item.part] for item in sorted(items, key=lambda i: i.part)])
     manifest = Manifest(
         backup=head.backup,
         table=head.table,
@@ -199,7 +223,7 @@ def assemble(storage: Storage, items: list[WorkItem], results: dict[int, PartRes
         sha256=parts_digest(parts),
         data_blob=parts[0].blob,
         parts=parts,
-        key_samples=samples[::step],
+        key_samples=samples,
     )
     write_manifest(storage.backups, manifest)
     return manifest

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ServiceResponseError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient
 
@@ -24,6 +24,7 @@ _HEADERS = {
 }
 
 Page = list[dict]
+_BODY_ATTEMPTS = 3
 _Continuation = tuple[str, str | None] | None
 
 
@@ -45,14 +46,20 @@ def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tu
         query["NextPartitionKey"] = continuation[0]
         if continuation[1] is not None:
             query["NextRowKey"] = continuation[1]
-    request = HttpRequest("GET", f"/{client.table_name}()", params=query, headers=_HEADERS)
-    try:
-        # The generated client's send_request runs the SDK pipeline: auth, retry with backoff.
-        response = client._client.send_request(request)
-    except AzureError as error:
-        raise StorageUnavailable(
-            f"table storage at {client.url.split('?')[0]} is unreachable: {str(error).splitlines()[0]}"
-        ) from error
+    for attempt in range(1, _BODY_ATTEMPTS + 1):
+        request = HttpRequest("GET", f"/{client.table_name}()", params=query, headers=_HEADERS)
+        try:
+            # The generated client's send_request runs the SDK pipeline: auth, retry with backoff.
+            # stream=True keeps the pipeline from parsing the JSON a second time with the stdlib.
+            response = client._client.send_request(request, stream=True)
+            content = response.read()
+            break
+        except AzureError as error:
+            # The pipeline retried the request; a body cut off mid-read is retried here.
+            if attempt == _BODY_ATTEMPTS or not isinstance(error, ServiceResponseError):
+                raise StorageUnavailable(
+                    f"table storage at {client.url.split('?')[0]} is unreachable: {str(error).splitlines()[0]}"
+                ) from error
     if response.status_code == 404:
         raise NotFound(f"table {client.table_name!r} does not exist in account {client.account_name!r}")
     if response.status_code != 200:
@@ -61,7 +68,7 @@ def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tu
         )
     next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
     next_rk = response.headers.get("x-ms-continuation-NextRowKey")
-    return orjson.loads(response.content)["value"], ((next_pk, next_rk) if next_pk is not None else None)
+    return orjson.loads(content)["value"], ((next_pk, next_rk) if next_pk is not None else None)
 
 
 def iter_pages(
@@ -84,3 +91,4 @@ def iter_pages(
             page, continuation = pending.result()
             pending = pool.submit(_fetch, client, params, continuation) if continuation else None
             yield page
+            del page  # let the caller's page go before the next one arrives: two pages at most

@@ -66,6 +66,17 @@ def storage(env) -> Storage:
     return Storage.from_settings()
 
 
+@pytest.fixture
+def audit_storage(env, monkeypatch, unique_name) -> Storage:
+    """Storage whose audit table, rejected table and payload container belong to this test alone."""
+    monkeypatch.setenv("AUDIT_TABLE", unique_name("audit"))
+    monkeypatch.setenv("AUDIT_REJECTED_TABLE", unique_name("rejected"))
+    monkeypatch.setenv("AUDIT_PAYLOAD_CONTAINER", f"audit-{uuid.uuid4().hex[:12]}")
+    monkeypatch.delenv("AUDIT_QUERY_DAYS", raising=False)
+    get_settings.cache_clear()
+    return Storage.from_settings()
+
+
 @pytest.fixture(scope="session")
 def functions():
     """The app's registered functions by name (get_functions may be called once per app)."""

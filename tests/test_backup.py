@@ -133,7 +133,9 @@ def test_unreachable_backup_storage_fails_the_table_and_lists_nothing(storage, e
     monkeypatch.setenv("STORAGE_RETRIES", "0")
     get_settings.cache_clear()
 
-    with pytest.raises(StorageUnavailable, match=r"writing backup .* to http://127\.0\.0\.1:\d+/.* failed"):
+    with pytest.raises(
+        StorageUnavailable, match=r"writing data.ndjson.gz of backup .* to http://127\.0\.0\.1:\d+/.* failed"
+    ):
         backup_table(Storage.from_settings(), table)
     assert catalog.list_backups(storage.backups, table) == []
 

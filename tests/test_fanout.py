@@ -166,3 +166,17 @@ def test_a_table_with_a_previous_backup_is_read_in_parallel_streams(storage, mon
     assert second.parts and len(second.parts) == storage.settings.read_streams == 2
     assert _state(storage, second) == _state(storage, first)
     assert verify_backup(storage, table).ok
+
+
+def test_merged_samples_stay_at_even_intervals_of_the_whole_data():
+    from backup.fanout import PartResult, merge_samples
+    from tablebackup.backupformat import BlobInfo
+
+    def part(lines: int, samples: list[str]) -> PartResult:
+        return PartResult(info=BlobInfo(blob="b", lines=lines, bytes=1, sha256="0"), samples=samples)
+
+    # A small part sampled densely and a large part sampled sparsely.
+    merged = merge_samples([part(1_000, ["a"] * 500), part(9_000, ["z"] * 100)])
+
+    assert abs(merged.count("a") - 51) <= 1 and abs(merged.count("z") - 461) <= 1
+    assert split_points(merged, 2) == ["z"]

@@ -39,17 +39,6 @@ C = ("CANDIDATE", "zzz-new")
 E = ("EMPLOYEE", "0000006")
 
 
-@pytest.fixture
-def audit_storage(env, monkeypatch, unique_name) -> Storage:
-    """Storage whose audit table and payload container belong to this test alone."""
-    monkeypatch.setenv("AUDIT_TABLE", unique_name("audit"))
-    monkeypatch.setenv("AUDIT_REJECTED_TABLE", unique_name("rejected"))
-    monkeypatch.setenv("AUDIT_PAYLOAD_CONTAINER", f"audit-{uuid.uuid4().hex[:12]}")
-    monkeypatch.delenv("AUDIT_QUERY_DAYS", raising=False)
-    get_settings.cache_clear()
-    return Storage.from_settings()
-
-
 def _entity(key: tuple[str, str], name: str, salary: int, **extra) -> dict:
     """An entity in backup-line form with typed values, as the application's audit images carry them."""
     return {

@@ -1,4 +1,8 @@
-"""The Azure Functions app: creates the FunctionApp and registers each capability's blueprint."""
+"""The Azure Functions app: creates the FunctionApp and registers each capability's blueprint.
+
+The blueprint modules (*/functions.py) must not use `from __future__ import annotations`, and
+declare list outputs as typing.List: the Python worker checks binding parameters' annotations as
+real types and refuses strings and builtin generics such as list[str]."""
 
 import azure.functions as func
 

@@ -1,7 +1,5 @@
 """Audit triggers: the queue writer on %AUDIT_QUEUE% and GET /api/audit."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 import azure.functions as func

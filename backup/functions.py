@@ -1,8 +1,7 @@
 """Backup triggers: the daily timer, on-demand POST /api/backups and GET /api/backups."""
 
-from __future__ import annotations
-
 import logging
+import typing
 
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 @bp.function_name("backup_daily")
 @bp.timer_trigger(arg_name="timer", schedule="%BACKUP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 @bp.queue_output(arg_name="jobs", queue_name=runs.QUEUE, connection="AzureWebJobsStorage")
-def backup_daily(timer: func.TimerRequest, jobs: func.Out[list[str]]) -> None:
+def backup_daily(timer: func.TimerRequest, jobs: func.Out[typing.List[str]]) -> None:  # noqa: UP006 (see function_app)
     """Plan the run and fan it out: one queue message per table, or per range of a large table."""
     if timer.past_due:
         log.warning("daily backup is running late")

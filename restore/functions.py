@@ -1,8 +1,6 @@
 """Restore triggers: POST /api/restore, GET /api/restore/{operation}, and the queue worker that
 runs restores too large for one HTTP answer."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from typing import Literal
 

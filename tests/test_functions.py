@@ -217,3 +217,18 @@ def test_the_function_key_in_the_query_string_is_not_taken_for_a_parameter(funct
     response = functions["list_backups"].get_user_function()(_get({"table": table, "code": "the-function-key"}))
 
     assert response.status_code == 200 and len(_json(response)["backups"]) == 1
+
+
+def test_binding_parameters_carry_types_the_python_worker_accepts(functions):
+    """The worker refuses string annotations (from __future__ import annotations) and builtin
+    generics such as list[str] on binding parameters; a refused function never registers."""
+    import inspect
+    import types
+    import typing
+
+    for name, function in functions.items():
+        for parameter in inspect.signature(function.get_user_function()).parameters.values():
+            annotation = parameter.annotation
+            assert not isinstance(annotation, str), (name, parameter.name)
+            for argument in typing.get_args(annotation):
+                assert not isinstance(argument, types.GenericAlias), (name, parameter.name, argument)

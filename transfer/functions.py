@@ -1,7 +1,5 @@
 """Export and import triggers: GET /api/export/{table} and POST /api/import/{table}."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 import azure.functions as func

@@ -1,8 +1,6 @@
 """Verification triggers: the daily verification after the backup, the monthly DR drill, and
 GET /api/drills for the drill history."""
 
-from __future__ import annotations
-
 import logging
 
 import azure.functions as func

@@ -232,3 +232,48 @@ def test_binding_parameters_carry_types_the_python_worker_accepts(functions):
             assert not isinstance(annotation, str), (name, parameter.name)
             for argument in typing.get_args(annotation):
                 assert not isinstance(argument, types.GenericAlias), (name, parameter.name, argument)
+
+
+def test_every_function_is_registered_with_the_documented_binding(functions):
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    timers = {
+        name: function.get_trigger().schedule
+        for name, function in functions.items()
+        if function.get_trigger().get_dict_repr()["type"] == "timerTrigger"
+    }
+    assert timers == {
+        "backup_daily": "%BACKUP_SCHEDULE%",
+        "verify_daily": "%VERIFY_SCHEDULE%",
+        "prune_daily": "%PRUNE_SCHEDULE%",
+        "dr_drill": "%DRILL_SCHEDULE%",
+    }
+    # Backup at 02:00, verification at 02:30, pruning at 03:00; drills monthly.
+    assert [sample[s.strip("%")] for s in timers.values()] == [
+        "0 0 2 * * *",
+        "0 30 2 * * *",
+        "0 0 3 * * *",
+        "0 0 4 1 * *",
+    ]
+
+    routes = {
+        (str(method.value if hasattr(method, "value") else method), function.get_trigger().route)
+        for function in functions.values()
+        if function.get_trigger().get_dict_repr()["type"] == "httpTrigger"
+        for method in function.get_trigger().methods
+    }
+    assert routes == {
+        ("POST", "backups"),
+        ("GET", "backups"),
+        ("POST", "restore"),
+        ("GET", "restore/{operation}"),
+        ("GET", "drills"),
+        ("GET", "audit"),
+        ("GET", "export/{table}"),
+        ("POST", "import/{table}"),
+    }
+    queues = {
+        name: function.get_trigger().get_dict_repr()["queueName"]
+        for name, function in functions.items()
+        if function.get_trigger().get_dict_repr()["type"] == "queueTrigger"
+    }
+    assert queues == {"backup_worker": "backup-jobs", "restore_worker": "restore-jobs", "audit_writer": "%AUDIT_QUEUE%"}

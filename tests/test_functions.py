@@ -248,12 +248,12 @@ def test_every_function_is_registered_with_the_documented_binding(functions):
         "dr_drill": "%DRILL_SCHEDULE%",
     }
     # Backup at 02:00, verification at 02:30, pruning at 03:00; drills monthly.
-    assert [sample[s.strip("%")] for s in timers.values()] == [
-        "0 0 2 * * *",
-        "0 30 2 * * *",
-        "0 0 3 * * *",
-        "0 0 4 1 * *",
-    ]
+    assert {name: sample[setting.strip("%")] for name, setting in timers.items()} == {
+        "backup_daily": "0 0 2 * * *",
+        "verify_daily": "0 30 2 * * *",
+        "prune_daily": "0 0 3 * * *",
+        "dr_drill": "0 0 4 1 * *",
+    }
 
     routes = {
         (str(method.value if hasattr(method, "value") else method), function.get_trigger().route)

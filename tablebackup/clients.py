@@ -99,17 +99,9 @@ class Storage:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Storage:
-        settings = settings or get_settings()
-        container = blob_service(settings).get_container_client(settings.backup_container)
-        tables = table_service(settings)
-        source = tables
-        if settings.read_from_secondary:
-            source = TableServiceClient(
-                endpoint=secondary_endpoint(tables.url, tables.account_name),
-                credential=tables.credential,
-                **_table_options(settings),
-            )
-        return cls(settings=settings, tables=tables, backups=container, source_tables=source)
+        """The clients for these settings, built once per process: invocations share the clients'
+        connection pools instead of opening new connections every time."""
+        return _storage(settings or get_settings())
 
     @property
     def account(self) -> str:
@@ -118,3 +110,17 @@ class Storage:
     def ensure_backup_container(self) -> None:
         with contextlib.suppress(ResourceExistsError):
             self.backups.create_container()
+
+
+@functools.cache
+def _storage(settings: Settings) -> Storage:
+    container = blob_service(settings).get_container_client(settings.backup_container)
+    tables = table_service(settings)
+    source = tables
+    if settings.read_from_secondary:
+        source = TableServiceClient(
+            endpoint=secondary_endpoint(tables.url, tables.account_name),
+            credential=tables.credential,
+            **_table_options(settings),
+        )
+    return Storage(settings=settings, tables=tables, backups=container, source_tables=source)

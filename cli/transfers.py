@@ -87,8 +87,9 @@ def _problems_text(data: dict) -> str:
     "-i",
     "input_path",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An export (.ndjson, .json, .csv) or a backup data blob (gzip NDJSON).",
+    type=click.Path(exists=True, path_type=Path),
+    help="An export (.ndjson, .json, .csv), a backup data blob (gzip NDJSON), or a folder holding a "
+    "whole downloaded backup (its manifest.json and data blobs, one or several parts).",
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the extension, else the content.")
 @click.option(
@@ -105,13 +106,14 @@ def import_(table, input_path, fmt, mode, dry_run, as_json) -> None:
     """Import an export or a backup data blob into a table. A malformed file writes nothing."""
     from transfer.importer import ImportRequest, import_entities
     from transfer.records import MalformedInput
-    from transfer.sources import FileSource
+    from transfer.sources import BackupFolderSource, FileSource
 
     request = ImportRequest(table=table, format=fmt, mode=mode, dry_run=dry_run, actor=current_user())
     storage = open_storage()
     try:
         with progress() as report:
-            result = import_entities(storage, request, FileSource(input_path), on_progress=report)
+            source = BackupFolderSource(input_path) if input_path.is_dir() else FileSource(input_path)
+            result = import_entities(storage, request, source, on_progress=report)
     except MalformedInput as error:
         emit(error.as_json(), as_json, _problems_text)
         raise CommandFailed(str(error)) from None

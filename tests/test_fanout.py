@@ -180,3 +180,29 @@ def test_merged_samples_stay_at_even_intervals_of_the_whole_data():
 
     assert abs(merged.count("a") - 51) <= 1 and abs(merged.count("z") - 461) <= 1
     assert split_points(merged, 2) == ["z"]
+
+
+def test_import_reads_a_whole_downloaded_multi_part_backup(storage, monkeypatch, unique_name, tmp_path):
+    import backup.fanout
+
+    monkeypatch.setattr(backup.fanout, "STREAMS_MIN_ENTITIES", 100)
+    table = unique_name("parts")
+    seed_table(storage.tables, table, 600)
+    original = table_state(storage.tables.get_table_client(table))
+    backup_table(storage, table)
+    [manifest] = backup_tables(storage, [table]).backups
+    assert manifest.parts and len(manifest.parts) == 2
+    # As `az storage blob download-batch --pattern '<id>/*'` leaves it: the manifest and every blob.
+    folder = tmp_path / manifest.backup
+    folder.mkdir()
+    for blob in storage.backups.list_blobs(name_starts_with=f"{manifest.backup}/"):
+        (folder / blob.name.split("/")[-1]).write_bytes(storage.backups.download_blob(blob.name).readall())
+    target = unique_name("fromfolder")
+
+    result = run_cli("import", "--table", target, "--input", str(folder), "--json")
+    refused = run_cli("import", "--table", target, "--input", str(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["imported"] == 600
+    assert table_state(storage.tables.get_table_client(target)) == original
+    assert refused.returncode == 1 and "without a backup's manifest.json" in refused.stderr

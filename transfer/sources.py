@@ -92,3 +92,65 @@ class BlobSource:
                 f"blob storage at {self.container.url.split('?')[0]} is unreachable: {str(error).splitlines()[0]}"
             ) from error
         return io.BufferedReader(_DownloadReader(download), buffer_size=1024 * 1024)
+
+
+class _Concatenated(io.RawIOBase):
+    """The files one after another, as one stream. Concatenated gzip files are one gzip stream."""
+
+    def __init__(self, paths: list[Path]):
+        self._paths, self._current = list(paths), None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while True:
+            if self._current is None:
+                if not self._paths:
+                    return 0
+                self._current = self._paths.pop(0).open("rb")
+            count = self._current.readinto(target)
+            if count:
+                return count
+            self._current.close()
+            self._current = None
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+        super().close()
+
+
+@dataclass(frozen=True)
+class BackupFolderSource:
+    """A backup downloaded whole (`az storage blob download-batch --pattern '<id>/*'`): its
+    manifest names the data blobs, one or several parts, in key order."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def parts(self) -> list[Path]:
+        from pydantic import ValidationError
+
+        from tablebackup.backupformat import MANIFEST_BLOB, Manifest
+
+        manifest_path = self.path / MANIFEST_BLOB
+        if not manifest_path.is_file():
+            raise InvalidInput(f"{self.path} is a folder without a backup's {MANIFEST_BLOB}")
+        try:
+            manifest = Manifest.model_validate_json(manifest_path.read_bytes())
+        except ValidationError as error:
+            raise InvalidInput(f"{manifest_path} is not a backup manifest: {error.errors()[0]['msg']}") from None
+        if manifest.kind != "full":
+            raise InvalidInput(f"{manifest.backup} is an incremental: restore it from the container instead")
+        paths = [self.path / Path(part.blob).name for part in manifest.data_parts()]
+        missing = [str(path) for path in paths if not path.is_file()]
+        if missing:
+            raise InvalidInput(f"the backup's data blob {missing[0]} is missing from {self.path}")
+        return paths
+
+    def open(self) -> BinaryIO:
+        return io.BufferedReader(_Concatenated(self.parts()), buffer_size=1024 * 1024)

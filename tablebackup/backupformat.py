@@ -41,10 +41,6 @@ def new_backup_id(table: str, at: datetime) -> str:
     return f"{table}-{at.astimezone(UTC):%Y%m%dT%H%M%S.%f}Z"
 
 
-def data_blob_name(backup_id: str) -> str:
-    return f"{backup_id}/{DATA_BLOB}"
-
-
 def attempt_leaf(leaf: str, attempt: int) -> str:
     """A blob name of its own for each attempt at a backup: a retry never overwrites anything."""
     return leaf if attempt == 1 else leaf.replace(".ndjson.gz", f"-a{attempt}.ndjson.gz")

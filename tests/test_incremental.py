@@ -4,7 +4,7 @@ any link of a chain gives the table exactly as it was at that backup."""
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -147,9 +147,12 @@ def test_the_timer_takes_a_weekly_full_and_incrementals_between(env, monkeypatch
 
     storage = Storage.from_settings()
     seed_table(storage.tables, table, 5)
-    backup_table(storage, table)
+    # The parent is taken the day before the planned run, on the same injected calendar, so the test
+    # means the same thing whatever today's date is.
+    planned = datetime.fromisoformat(day).replace(tzinfo=UTC)  # 29th is a Sunday
+    backup_table(storage, table, started=planned - timedelta(days=1))
 
-    _, messages = start_run(storage, now=datetime.fromisoformat(day).replace(tzinfo=UTC))  # 29th is a Sunday
+    _, messages = start_run(storage, now=planned)
     for message in messages:
         run_queued_item(storage, message, delivery=1)
 

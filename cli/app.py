@@ -46,10 +46,10 @@ for command in (
     app.add_command(command)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog_name: str = "python -m cli") -> int:
     """Run the CLI; returns the exit code: 0 success, 1 failure, 2 bad usage."""
     try:
-        app.main(args=argv, prog_name="python -m cli", standalone_mode=False)
+        app.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as error:
         sys.stderr.write(error.ctx.get_help() + "\n")
         return 2
@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as done:
         return done.exit_code
     return 0
+
+
+def entry() -> int:
+    """The installed `tablebackup` command (pyproject's [project.scripts])."""
+    return main(prog_name="tablebackup")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ Cosmos DB's Table API does not filter on Timestamp: incrementals are for Azure S
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
 import orjson
 
@@ -18,9 +19,33 @@ from tablebackup.clients import Storage
 from tablebackup.entities import KEYS, encode_line, service_order
 from tablebackup.tablequery import iter_pages
 
+# Deleted keys are written this many at a time: memory stays bounded however many are gone.
+_DELETED_CHUNK = 1000
+
 
 def _key_line(entity: dict) -> bytes:
     return orjson.dumps({name: entity[name] for name in KEYS}) + b"\n"
+
+
+def _live_keys(client, keys: DataBlobWriter) -> Iterator[dict]:
+    """The table's live keys in service order, written to the keys blob as they are read."""
+    for page in iter_pages(client, select=list(KEYS)):
+        keys.write_lines([_key_line(live) for live in page])
+        yield from page
+
+
+def _gone_keys(earlier: Iterator[dict], live_keys: Iterator[dict]) -> Iterator[dict]:
+    """The parent's keys that are no longer live: one merge pass over two streams in service order."""
+    before = next(earlier, None)
+    for live in live_keys:
+        while before is not None and service_order(before) < service_order(live):
+            yield before
+            before = next(earlier, None)
+        if before is not None and service_order(before) == service_order(live):
+            before = next(earlier, None)
+    while before is not None:  # keys after the last live one: all deleted
+        yield before
+        before = next(earlier, None)
 
 
 def changed_since(instant: datetime) -> str:
@@ -46,25 +71,9 @@ def stream_incremental(
             on_progress(data.entities)
     keys = DataBlobWriter(storage.backups, backup_id, attempt_leaf(KEYS_BLOB, attempt))
     deleted = DataBlobWriter(storage.backups, backup_id, attempt_leaf(DELETED_BLOB, attempt))
-    earlier = key_lines(storage.backups, parent)
-    before = next(earlier, None)
-    for page in iter_pages(client, select=list(KEYS)):
-        keys.write_lines([_key_line(live) for live in page])
-        gone = []
-        for live in page:
-            while before is not None and service_order(before) < service_order(live):
-                gone.append(_key_line(before))
-                before = next(earlier, None)
-            if before is not None and service_order(before) == service_order(live):
-                before = next(earlier, None)
-        deleted.write_lines(gone)
-    gone = []
-    while before is not None:  # keys after the last live one: all deleted
-        gone.append(_key_line(before))
-        before = next(earlier, None)
-        if len(gone) >= 1000 or before is None:
-            deleted.write_lines(gone)
-            gone = []
+    gone = _gone_keys(key_lines(storage.backups, parent), _live_keys(client, keys))
+    while batch := list(islice(gone, _DELETED_CHUNK)):  # a purged range may hold millions of keys
+        deleted.write_lines([_key_line(key) for key in batch])
     size, sha256 = data.finish()
     return Manifest(
         backup=backup_id,

@@ -71,6 +71,41 @@ def test_a_chain_restores_exactly_the_state_at_each_link(exact, unique_name):
     assert _restored(storage, second, unique_name("atsecond")) == at_second
 
 
+def test_a_purged_range_is_recorded_in_bounded_chunks(exact, unique_name, monkeypatch):
+    """Deleted keys are written a few at a time however many are gone before the next live key."""
+    from backup import incremental
+    from tablebackup.backupformat import DataBlobWriter
+
+    storage = exact
+    table = unique_name("purge")
+    seed_table(storage.tables, table, 200)  # 40 per partition
+    client = storage.tables.get_table_client(table)
+    full = backup_table(storage, table, incremental=True)
+    purged = [(e["PartitionKey"], e["RowKey"]) for e in client.query_entities("PartitionKey eq 'CANDIDATE'")]
+    trailing = [(e["PartitionKey"], e["RowKey"]) for e in client.query_entities("PartitionKey eq 'ünïcödé 分区'")]
+    for partition_key, row_key in purged + trailing[5:]:
+        client.delete_entity(partition_key, row_key)
+    at_purge = table_state(client)
+
+    monkeypatch.setattr(incremental, "_DELETED_CHUNK", 7)
+    written: list[tuple[str, int]] = []
+    original = DataBlobWriter.write_lines
+
+    def recording(self, lines):
+        written.append((self.name, len(lines)))
+        original(self, lines)
+
+    monkeypatch.setattr(DataBlobWriter, "write_lines", recording)
+    purge = backup_table(storage, table, incremental=True)
+
+    gone = [(key["PartitionKey"], key["RowKey"]) for key in _lines(storage, purge.deleted.blob)]
+    assert gone == purged + trailing[5:] and purge.deleted.lines == 75
+    chunks = [count for name, count in written if name == purge.deleted.blob]
+    assert max(chunks) <= 7 and sum(chunks) == 75
+    assert _restored(storage, purge, unique_name("atpurge")) == at_purge
+    assert full.kind == "full"
+
+
 def test_mirror_from_an_incremental_deletes_what_the_chain_deleted(exact, unique_name):
     storage = exact
     table = unique_name("mirror")

@@ -161,6 +161,27 @@ def test_missing_required_fields_are_caught(storage, env, monkeypatch, unique_na
     assert "2 missing or empty" in detail and "'2'" in detail and "'3'" in detail
 
 
+def test_a_required_field_missing_everywhere_is_counted_with_a_few_examples(storage, backed_up, monkeypatch):
+    """A typo in REQUIRED_FIELDS flags every entity: all are counted, only the first few are kept."""
+    from verify import checker
+
+    table, manifest = backed_up
+    monkeypatch.setenv("REQUIRED_FIELDS", f"{table}:emial")
+    get_settings.cache_clear()
+    from tablebackup.clients import Storage
+
+    outcome = verify_backup(Storage.from_settings(), table)
+
+    assert _failed(outcome) == {"required fields"}
+    detail = next(c.detail for c in outcome.checks if c.name == "required fields")
+    assert detail.startswith("150 missing or empty: ") and detail.count(": emial") == checker._MAX_REPORTED
+    assert f"{manifest.data_blob} line 1 " in detail
+    info = manifest.data_parts()[0]
+    scan, mismatch = checker._scan(storage, manifest, info.blob, (info.bytes, info.sha256), ["emial", "name"])
+    assert mismatch is None and scan.lines == 150
+    assert scan.missing_fields.count == 150 and len(scan.missing_fields.examples) == checker._MAX_REPORTED
+
+
 def test_a_backup_older_than_the_rpo_fails(storage, backed_up):
     table, manifest = backed_up
     two_days_ago = (manifest.finished_at - timedelta(hours=48)).isoformat()

@@ -70,13 +70,34 @@ def _hours_since(instant: datetime) -> float:
 
 
 @dataclass
+class Findings:
+    """A count of problems and the first few of them: a typo in REQUIRED_FIELDS flags every entity,
+    so memory must not grow with the table."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, finding: str) -> None:
+        self.count += 1
+        if len(self.examples) < _MAX_REPORTED:
+            self.examples.append(finding)
+
+    def merge(self, other: Findings) -> None:
+        self.count += other.count
+        self.examples += other.examples[: _MAX_REPORTED - len(self.examples)]
+
+    def describe(self, label: str) -> str:
+        return f"{self.count} {label}: " + "; ".join(self.examples)
+
+
+@dataclass
 class _Scan:
     """What one pass over one blob found."""
 
     label: str
     lines: int = 0
-    bad: list[str] = field(default_factory=list)
-    missing_fields: list[str] = field(default_factory=list)
+    bad: Findings = field(default_factory=Findings)
+    missing_fields: Findings = field(default_factory=Findings)
 
 
 def _scan(storage: Storage, link: Manifest, blob: str, expected: tuple[int, str], required: list[str]) -> tuple:
@@ -88,16 +109,16 @@ def _scan(storage: Storage, link: Manifest, blob: str, expected: tuple[int, str]
             try:
                 entity = decode_line(line)
             except InvalidInput as error:
-                scan.bad.append(f"{blob} line {number}: {error}")
+                scan.bad.add(f"{blob} line {number}: {error}")
                 continue
             for name in required:
                 if entity.get(name) in (None, ""):
                     key = f"({entity['PartitionKey']!r}, {entity['RowKey']!r})"
-                    scan.missing_fields.append(f"{blob} line {number} {key}: {name}")
+                    scan.missing_fields.add(f"{blob} line {number} {key}: {name}")
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-        scan.bad.append(f"{blob} is not a complete gzip stream after {scan.lines} lines: {error}")
+        scan.bad.add(f"{blob} is not a complete gzip stream after {scan.lines} lines: {error}")
     except BackupError as error:
-        scan.bad.append(str(error))
+        scan.bad.add(str(error))
     mismatch = None
     if (reader.bytes, reader.sha256) != expected:
         mismatch = (
@@ -120,7 +141,8 @@ def _check_chain(storage: Storage, manifest: Manifest, required: list[str], resu
             True,
             f"a full backup and {len(links) - 1} incremental(s): " + " <- ".join(link.backup for link in links),
         )
-    mismatches, bad, missing_fields, miscounts, blobs = [], [], [], [], 0
+    mismatches, miscounts, blobs = [], [], 0
+    bad, missing_fields = Findings(), Findings()
     data_blobs = set()
     for link in links:
         data_blobs |= {part.blob for part in link.data_parts()}
@@ -131,8 +153,8 @@ def _check_chain(storage: Storage, manifest: Manifest, required: list[str], resu
             is_data = info.blob in data_blobs
             scan, mismatch = _scan(storage, link, info.blob, (info.bytes, info.sha256), required if is_data else [])
             mismatches += [mismatch] if mismatch else []
-            bad += scan.bad
-            missing_fields += scan.missing_fields
+            bad.merge(scan.bad)
+            missing_fields.merge(scan.missing_fields)
             if scan.lines != info.lines:
                 miscounts.append(f"{info.blob}: {scan.lines} lines, the manifest says {info.lines}")
     result.add(
@@ -144,10 +166,8 @@ def _check_chain(storage: Storage, manifest: Manifest, required: list[str], resu
     )
     result.add(
         "entities decode",
-        not bad,
-        "every line is an entity with valid keys and types"
-        if not bad
-        else f"{len(bad)} bad: " + "; ".join(bad[:_MAX_REPORTED]),
+        not bad.count,
+        "every line is an entity with valid keys and types" if not bad.count else bad.describe("bad"),
     )
     result.add(
         "entity count",
@@ -157,10 +177,10 @@ def _check_chain(storage: Storage, manifest: Manifest, required: list[str], resu
     if required:
         result.add(
             "required fields",
-            not missing_fields,
+            not missing_fields.count,
             f"{', '.join(required)} present and non-empty on every entity"
-            if not missing_fields
-            else f"{len(missing_fields)} missing or empty: " + "; ".join(missing_fields[:_MAX_REPORTED]),
+            if not missing_fields.count
+            else missing_fields.describe("missing or empty"),
         )
 
 

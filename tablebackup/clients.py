@@ -54,10 +54,17 @@ def table_service(settings: Settings) -> TableServiceClient:
     )
 
 
+# The most one blob read holds in memory: the SDK's first GET is otherwise up to 32 MiB per open
+# stream, and a chain restore reads two streams per link at once.
+BLOB_READ_BYTES = 4 * 1024 * 1024
+
+
 def blob_service(settings: Settings) -> BlobServiceClient:
-    """The Blob service that holds the backups."""
+    """The Blob service that holds the backups; every download is read in bounded ranges."""
     options = {
         **_transport_options(settings),
+        "max_single_get_size": BLOB_READ_BYTES,
+        "max_chunk_get_size": BLOB_READ_BYTES,
         "retry_policy": ExponentialRetry(
             initial_backoff=settings.storage_retry_backoff_seconds,
             increment_base=2,

@@ -215,3 +215,38 @@ def test_sample_entities_cover_every_edm_type():
     assert {"Edm.Double", "Edm.Int64", "Edm.DateTime", "Edm.Guid", "Edm.Binary"} <= types
     assert {"int", "bool", "str", "float"} <= types
     assert {e["PartitionKey"] for e in candidates(300)} >= {"", "O'Brien & Sons"}
+
+
+def test_a_large_blob_is_read_in_bounded_ranges(storage, unique_name):
+    """No read of a backup blob holds more than BLOB_READ_BYTES: the SDK's default first GET is 32 MiB."""
+    import base64
+    import os
+
+    from tablebackup.backupformat import DataReader, Manifest
+    from tablebackup.clients import BLOB_READ_BYTES
+
+    storage.ensure_backup_container()
+    backup_id = unique_name("big")
+    writer = DataBlobWriter(storage.backups, backup_id)
+    lines = [base64.b64encode(os.urandom(450_000)) + b"\n" for _ in range(24)]  # ~11 MB of gzip
+    writer.write_lines(lines)
+    size, sha256 = writer.finish()
+    assert size > 2 * BLOB_READ_BYTES
+    manifest = Manifest.model_validate(
+        {
+            "backup": backup_id,
+            "table": "big",
+            "source_account": "devstoreaccount1",
+            "started_at": "2026-11-25T00:00:00Z",
+            "finished_at": "2026-11-25T00:00:01Z",
+            "entities": 24,
+            "bytes": size,
+            "sha256": sha256,
+            "data_blob": writer.name,
+        }
+    )
+
+    chunks = [len(chunk) for chunk in storage.backups.get_blob_client(writer.name).download_blob().chunks()]
+    assert sum(chunks) == size and len(chunks) >= 3 and max(chunks) <= BLOB_READ_BYTES
+    reader = DataReader(storage.backups, manifest)
+    assert list(reader.lines()) == lines and (reader.bytes, reader.sha256) == (size, sha256)

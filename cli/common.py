@@ -9,6 +9,29 @@ import click
 json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document on stdout.")
 
 
+def _not_blank(ctx, param, value):
+    """An empty or blank table name (an unset shell variable) is a usage error, never a default."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty: give a table name, or leave the option out", ctx, param)
+    return value
+
+
+def target_option(help_text: str):
+    return click.option("--target", callback=_not_blank, help=help_text)
+
+
+def table_option(help_text: str):
+    return click.option("--table", "-t", required=True, callback=_not_blank, help=help_text)
+
+
+allow_app_table_option = click.option(
+    "--allow-app-table",
+    is_flag=True,
+    help="Allow one of the app's own tables (AUDIT_TABLE, ERASURES_TABLE, ...) as the target, e.g. to "
+    "restore it from its own backup; only in a mode that deletes nothing (never mirror).",
+)
+
+
 class CommandFailed(Exception):
     """The command ran but its outcome is a failure (exit 1); its output was already printed."""
 

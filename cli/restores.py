@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from cli.common import IsoInstant, current_user, json_option, open_storage
+from cli.common import (
+    IsoInstant,
+    allow_app_table_option,
+    current_user,
+    json_option,
+    open_storage,
+    table_option,
+    target_option,
+)
 from cli.output import emit, progress
 
 
@@ -33,10 +41,10 @@ def _restore_text(data: dict) -> str:
 
 
 @click.command()
-@click.option("--table", "-t", required=True, help="The table whose backup to restore.")
+@table_option("The table whose backup to restore.")
 @click.option("--backup", "-b", help="A backup id, or 'latest'.")
 @click.option("--as-of", "as_of", type=IsoInstant(), help="Use the newest backup taken at or before this instant.")
-@click.option("--target", help="Restore into this table instead (created if missing).")
+@target_option("Restore into this table instead (created if missing).")
 @click.option("--filter", "query_filter", help="OData filter: restore only the entities it selects.")
 @click.option(
     "--mode",
@@ -54,8 +62,11 @@ def _restore_text(data: dict) -> str:
     help="Point in time: restore the newest backup finished by --as-of, then replay the audit trail's "
     "changes from the backup's start up to --as-of (mode replace or mirror).",
 )
+@allow_app_table_option
 @json_option
-def restore(table, backup, as_of, target, query_filter, mode, dry_run, force, replay_audit, as_json) -> None:
+def restore(
+    table, backup, as_of, target, query_filter, mode, dry_run, force, replay_audit, allow_app_table, as_json
+) -> None:
     """Restore a table, a partition or one entity from a backup, or to an instant (--replay-audit)."""
     from restore.pointintime import REPLAY_MODES, restore_to_instant
     from restore.restorer import RestoreRequest, restore
@@ -77,6 +88,7 @@ def restore(table, backup, as_of, target, query_filter, mode, dry_run, force, re
         dry_run=dry_run,
         force=force,
         actor=current_user(),
+        allow_app_table=allow_app_table,
     )
     run = restore_to_instant if replay_audit else restore
     with progress() as report:
@@ -98,16 +110,17 @@ def _undelete_text(data: dict) -> str:
 
 
 @click.command()
-@click.option("--table", "-t", required=True, help="The table the entity was deleted from.")
+@table_option("The table the entity was deleted from.")
 @click.option("--partition-key", required=True, help="The entity's PartitionKey (may be empty: '').")
 @click.option("--row-key", required=True, help="The entity's RowKey.")
-@click.option("--target", help="Restore into this table instead (created if missing).")
+@target_option("Restore into this table instead (created if missing).")
 @click.option(
     "--since", type=IsoInstant(), help="Search the audit trail from this instant (default: AUDIT_QUERY_DAYS days ago)."
 )
 @click.option("--dry-run", is_flag=True, help="Report where the entity would come from; write nothing.")
+@allow_app_table_option
 @json_option
-def undelete(table, partition_key, row_key, target, since, dry_run, as_json) -> None:
+def undelete(table, partition_key, row_key, target, since, dry_run, allow_app_table, as_json) -> None:
     """Bring back one deleted entity: its last state before the DELETE from the audit trail, or else
     from the newest backup that holds it."""
     from restore.pointintime import undelete as undelete_entity
@@ -121,5 +134,6 @@ def undelete(table, partition_key, row_key, target, since, dry_run, as_json) -> 
         since=since,
         dry_run=dry_run,
         actor=current_user(),
+        allow_app_table=allow_app_table,
     )
     emit(result, as_json, _undelete_text)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import click
 
-from cli.common import CommandFailed, current_user, human_size, json_option, open_storage
+from cli.common import (
+    CommandFailed,
+    allow_app_table_option,
+    current_user,
+    human_size,
+    json_option,
+    open_storage,
+    table_option,
+)
 from cli.output import emit, progress
 
 FORMATS = ("ndjson", "json", "csv")
@@ -81,7 +89,7 @@ def _problems_text(data: dict) -> str:
 
 
 @click.command("import")
-@click.option("--table", "-t", required=True, help="The table to import into (created if missing).")
+@table_option("The table to import into (created if missing).")
 @click.option(
     "--input",
     "-i",
@@ -101,14 +109,22 @@ def _problems_text(data: dict) -> str:
     "(needs the file in key order, as export writes it).",
 )
 @click.option("--dry-run", is_flag=True, help="Validate and count what would be written; write nothing.")
+@allow_app_table_option
 @json_option
-def import_(table, input_path, fmt, mode, dry_run, as_json) -> None:
+def import_(table, input_path, fmt, mode, dry_run, allow_app_table, as_json) -> None:
     """Import an export or a backup data blob into a table. A malformed file writes nothing."""
     from transfer.importer import ImportRequest, import_entities
     from transfer.records import MalformedInput
     from transfer.sources import BackupFolderSource, FileSource
 
-    request = ImportRequest(table=table, format=fmt, mode=mode, dry_run=dry_run, actor=current_user())
+    request = ImportRequest(
+        table=table,
+        format=fmt,
+        mode=mode,
+        dry_run=dry_run,
+        actor=current_user(),
+        allow_app_table=allow_app_table,
+    )
     storage = open_storage()
     try:
         with progress() as report:

@@ -28,6 +28,8 @@ class RestoreBody(BaseModel):
     force: bool = False
     # With asOf: restore the newest backup finished by then and replay the audit trail up to asOf.
     replay_audit: bool = Field(False, alias="replayAudit")
+    # The target may be one of the app's own tables, in a mode that deletes nothing.
+    allow_app_table: bool = Field(False, alias="allowAppTable")
 
 
 @bp.function_name("restore_table")
@@ -47,6 +49,7 @@ def restore_table(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpRespon
             dry_run=body.dry_run,
             force=body.force,
             actor=caller(req),
+            allow_app_table=body.allow_app_table,
         )
         answer, message = operations.start(Storage.from_settings(), request, replay_audit=body.replay_audit)
     except Exception as error:

@@ -56,6 +56,7 @@ from tablebackup.odatafilter import ODataFilter, parse_filter
 from tablebackup.tablequery import iter_pages, odata_string
 from tablebackup.tables import create_table, table_exists
 from tablebackup.tablewriter import Operation, submit_operations
+from tablebackup.targets import resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,9 @@ class Checked:
 def check_point_in_time(storage: Storage, request: RestoreRequest) -> Checked:
     """Everything a point-in-time restore could refuse, checked before anything is read or written."""
     validate_table_name(request.table)
-    target = validate_table_name(request.target) if request.target else request.table
+    target = resolve_target(
+        storage.settings, request.table, request.target, mode=request.mode, allow_app_table=request.allow_app_table
+    )
     if request.as_of is None or request.backup is not None:
         raise InvalidInput("replaying the audit trail restores to an instant: give an as-of instant and no backup id")
     if request.mode not in REPLAY_MODES:
@@ -379,13 +382,14 @@ def undelete(
     since: datetime | None = None,
     dry_run: bool = False,
     actor: str = "unknown",
+    allow_app_table: bool = False,
 ) -> dict:
     """Bring back one deleted entity: its DELETE entry's beforeData, else the afterData of its last
     INSERT/UPDATE before the DELETE, else the newest backup (taken before the DELETE) that holds it.
     The audit trail is searched from `since` (default: AUDIT_QUERY_DAYS ago) to now. Refuses an
     erased key, an entity the target holds, and an entity neither source has."""
     validate_table_name(table)
-    target = validate_table_name(target) if target else table
+    target = resolve_target(storage.settings, table, target, mode="missing", allow_app_table=allow_app_table)
     for name, value in (("partition key", partition_key), ("row key", row_key)):
         if not isinstance(value, str):
             raise InvalidInput(f"the {name} must be a string")

@@ -29,6 +29,7 @@ from tablebackup.odatafilter import ODataFilter, parse_filter
 from tablebackup.reconcile import MODES, Tally, plan_operations
 from tablebackup.tables import create_table, table_exists
 from tablebackup.tablewriter import submit_operations
+from tablebackup.targets import resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class RestoreRequest:
     dry_run: bool = False
     force: bool = False
     actor: str = "unknown"  # who asked: the CLI's OS user, or the HTTP caller
+    # The target may be one of the app's own tables (tablebackup.targets), in a mode that deletes nothing.
+    allow_app_table: bool = False
 
 
 @dataclass
@@ -73,9 +76,11 @@ class _Checked:
 def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
     """Everything a restore could refuse, checked before anything is written."""
     validate_table_name(request.table)
-    target = validate_table_name(request.target) if request.target else request.table
     if request.mode not in MODES:
         raise InvalidInput(f"unknown mode {request.mode!r}: use one of {', '.join(MODES)}")
+    target = resolve_target(
+        storage.settings, request.table, request.target, mode=request.mode, allow_app_table=request.allow_app_table
+    )
     predicate = parse_filter(request.filter) if request.filter else None
     manifest = choose_backup(storage, request.table, request.backup, request.as_of)
     return _Checked(manifest=manifest, target=target, predicate=predicate)

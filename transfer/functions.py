@@ -62,6 +62,8 @@ class ImportQuery(BaseModel):
     mode: Literal["replace", "merge", "missing"] = "replace"
     dry_run: bool = Field(False, alias="dryRun")
     blob: str | None = Field(None, min_length=1, max_length=1024)
+    # The table may be one of the app's own tables; import never deletes.
+    allow_app_table: bool = Field(False, alias="allowAppTable")
 
 
 @bp.function_name("import_table")
@@ -82,6 +84,7 @@ def import_table(req: func.HttpRequest) -> func.HttpResponse:
             mode=query.mode,
             dry_run=query.dry_run,
             actor=caller(req),
+            allow_app_table=query.allow_app_table,
         )
         result = import_entities(storage, request, source)
     except PayloadTooLarge as error:

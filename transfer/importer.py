@@ -21,9 +21,9 @@ from tablebackup import erasures
 from tablebackup.clients import Storage
 from tablebackup.entities import service_order
 from tablebackup.errors import BackupError, InvalidInput
-from tablebackup.names import validate_table_name
 from tablebackup.reconcile import Tally, plan_operations
 from tablebackup.tables import create_table, table_exists
+from tablebackup.targets import resolve_target
 from transfer.entity_writes import write_operations
 from transfer.formats import check_format, open_content, read_records
 from transfer.records import MAX_PROBLEMS, MalformedInput, Problem
@@ -45,6 +45,8 @@ class ImportRequest:
     mode: str = "replace"
     dry_run: bool = False
     actor: str = "unknown"  # who asked: the OS user of the CLI, the caller over HTTP
+    # The table may be one of the app's own tables (tablebackup.targets); import never deletes.
+    allow_app_table: bool = False
 
 
 @dataclass
@@ -121,9 +123,16 @@ def import_entities(
 ) -> ImportResult:
     """Validate the whole input, then write it as the mode asks; a dry run only counts."""
     started = time.monotonic()
-    validate_table_name(request.table)
     if request.mode not in MODES:
         raise InvalidInput(f"unknown mode {request.mode!r}: use one of {', '.join(MODES)}")
+    resolve_target(
+        storage.settings,
+        request.table,
+        request.table,
+        mode=request.mode,
+        allow_app_table=request.allow_app_table,
+        what="table to import into",
+    )
     if request.format is not None:
         check_format(request.format)
     scan = validate_input(source, request.format, on_progress)

@@ -9,13 +9,14 @@ import logging
 from datetime import UTC, datetime
 
 import orjson
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
 from backup.archiver import execute_item, finish_table, incremental_today, tables_to_back_up
 from backup.fanout import PartResult, WorkItem, plan_run
+from tablebackup import catalog
 from tablebackup.backupformat import BlobInfo, Manifest
 from tablebackup.clients import Storage
-from tablebackup.errors import BackupError, StorageUnavailable
+from tablebackup.errors import BackupError, NotFound, StorageUnavailable
 from tablebackup.tablequery import odata_string
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,44 @@ def _update_run(storage: Storage, run: str) -> str:
     return status
 
 
+def _already_done(storage: Storage, item: WorkItem) -> bool:
+    """Whether an earlier delivery finished this item: the host delivers a message again when its
+    ack is lost, after the work was done. A whole-table item is done once its manifest exists."""
+    try:
+        row = _ledger(storage).get_entity(item.run, item.key)
+    except ResourceNotFoundError:
+        row = {}
+    except AzureError as error:
+        raise StorageUnavailable(f"reading backup run {item.run} failed: {str(error).splitlines()[0]}") from error
+    if row.get("status") == "done":
+        return True
+    if item.parts != 1:
+        return False
+    try:
+        catalog.read_manifest(storage.backups, item.backup)
+    except NotFound:
+        return False
+    _save(storage, item.run, item.key, status="done", manifest=item.backup)
+    return True
+
+
 def run_queued_item(storage: Storage, body: str | bytes, delivery: int) -> None:
     """The queue worker's job. A failure raises so the queue delivers the item again; on the last
-    delivery the item and the run are recorded as failed and nothing of the table is listed."""
+    delivery the item and the run are recorded as failed and nothing of the table is listed. An
+    item an earlier delivery finished succeeds at once, writing nothing."""
     item = WorkItem.from_message(body)
+    if _already_done(storage, item):
+        log.info(
+            "backup item already done, delivered again: table=%s backup=%s part=%d delivery=%d",
+            item.table,
+            item.backup,
+            item.part,
+            delivery,
+            extra={"table": item.table, "backup": item.backup, "run": item.run},
+        )
+        _finish_if_complete(storage, item)
+        _update_run(storage, item.run)
+        return
     _save(storage, item.run, item.key, status="running", delivery=delivery)
     try:
         result = execute_item(storage, item, attempt=delivery)
@@ -119,6 +154,11 @@ def _finish_if_complete(storage: Storage, item: WorkItem) -> None:
     rows = [row for row in _rows(storage, item.run) if row.get("table") == item.table and row["RowKey"] != _RUN_ROW]
     if len(rows) < item.parts or any(row["status"] != "done" for row in rows):
         return
+    try:
+        catalog.read_manifest(storage.backups, item.backup)
+        return  # finished already: by another worker, or by an earlier delivery of this item
+    except NotFound:
+        pass
     items = [WorkItem(**{**item.__dict__, "part": row["part"]}) for row in sorted(rows, key=lambda row: row["part"])]
     results = {
         row["part"]: PartResult(info=BlobInfo.model_validate_json(row["info"]), samples=orjson.loads(row["samples"]))

@@ -31,18 +31,25 @@ class QueueOutput(func.Out):
         return list(self.value) if isinstance(self.value, list) else [self.value]
 
 
-def deliver(function, messages: list[str], max_deliveries: int = MAX_DEQUEUE_COUNT) -> dict[str, Exception]:
+def deliver(
+    function, messages: list[str], max_deliveries: int = MAX_DEQUEUE_COUNT, lost_acks: int = 0
+) -> dict[str, Exception]:
     """Call the queue-triggered function with each message, delivering a failing message again
     until it succeeds or reaches max_deliveries; returns the last error of each message that
-    would go to the poison queue."""
+    would go to the poison queue. With lost_acks, the host fails to delete a message after its
+    first `lost_acks` successes (a lost ack), so it delivers it again, as the real host does."""
     poisoned = {}
     for body in messages:
         message_id = str(uuid.uuid4())
+        acks_to_lose = lost_acks
         for delivery in range(1, max_deliveries + 1):
             try:
                 function(QueueMessage(id=message_id, body=body.encode(), dequeue_count=delivery))
-                break
             except Exception as error:  # the host logs it and delivers the message again
                 if delivery == max_deliveries:
                     poisoned[body] = error
+                continue
+            if acks_to_lose == 0:
+                break
+            acks_to_lose -= 1
     return poisoned

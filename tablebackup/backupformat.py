@@ -12,6 +12,7 @@ import base64
 import gzip
 import hashlib
 import io
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -129,6 +130,8 @@ class BlockSink(io.RawIOBase):
         self._blob = container.get_blob_client(name)
         self._buffer = bytearray()
         self._blocks: list[str] = []
+        # Block ids of this writer alone: a committed list of them can only be this writer's commit.
+        self._nonce = uuid.uuid4().hex
         self._sha = hashlib.sha256()
         self.bytes = 0
 
@@ -144,7 +147,7 @@ class BlockSink(io.RawIOBase):
         return len(data)
 
     def _stage(self) -> None:
-        block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
+        block_id = base64.b64encode(f"{self._nonce}-{len(self._blocks):08d}".encode()).decode()
         block, self._buffer = self._buffer, bytearray()  # hand the buffer over: no copy
         self._blob.stage_block(block_id, block)
         self._blocks.append(block_id)
@@ -158,8 +161,17 @@ class BlockSink(io.RawIOBase):
                 [BlobBlock(block_id) for block_id in self._blocks], match_condition=MatchConditions.IfMissing
             )
         except ResourceExistsError:
-            raise BackupError(f"blob {self._blob.blob_name!r} already exists; backups are never overwritten") from None
+            # A commit applied whose answer was lost (a 500, a dropped connection) is retried and
+            # finds the blob: it is ours if it holds exactly the blocks this writer staged.
+            if not self._committed_by_us():
+                raise BackupError(
+                    f"blob {self._blob.blob_name!r} already exists; backups are never overwritten"
+                ) from None
         return self._sha.hexdigest()
+
+    def _committed_by_us(self) -> bool:
+        committed, _ = self._blob.get_block_list("committed")
+        return [block.id for block in committed] == self._blocks and sum(b.size for b in committed) == self.bytes
 
 
 class DataBlobWriter:
@@ -187,14 +199,17 @@ class DataBlobWriter:
 
 
 def write_manifest(container: ContainerClient, manifest: Manifest) -> None:
+    """Write the manifest, once. A write applied whose answer was lost is retried and finds the
+    manifest there: if it holds exactly these bytes (its finished_at is this attempt's), it is ours."""
+    content = manifest.model_dump_json(indent=2).encode()
+    name = manifest_blob_name(manifest.backup)
     try:
-        container.upload_blob(
-            manifest_blob_name(manifest.backup),
-            manifest.model_dump_json(indent=2).encode(),
-            overwrite=False,
-        )
+        container.upload_blob(name, content, overwrite=False)
     except ResourceExistsError:
-        raise BackupError(f"backup {manifest.backup!r} already has a manifest; backups are never overwritten") from None
+        if container.get_blob_client(name).download_blob().readall() != content:
+            raise BackupError(
+                f"backup {manifest.backup!r} already has a manifest; backups are never overwritten"
+            ) from None
 
 
 def _download(container: ContainerClient, manifest: Manifest, blob: str | None = None):

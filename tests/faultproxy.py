@@ -1,5 +1,9 @@
 """A real HTTP proxy on loopback in front of Azurite that can answer the next N requests with an
-error status, or hold them past the client's timeout, to exercise retries against real traffic."""
+error status, or hold them past the client's timeout, to exercise retries against real traffic.
+
+`after(...)` makes the ambiguous faults: the request reaches Azurite and is applied, then the answer
+is lost: replaced by an error status, the connection dropped, held past the client's read timeout,
+or its body cut off halfway."""
 
 from __future__ import annotations
 
@@ -8,9 +12,23 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+
+@dataclass
+class AfterFault:
+    """A fault applied after the request went through to Azurite."""
+
+    what: int | str  # an HTTP status, "drop", "hang" or "cut"
+    method: str | None = None
+    path: str | None = None  # a substring of the request path
+    times: int = 1
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.times > 0 and self.method in (None, method) and (self.path is None or self.path in path)
 
 
 class FaultProxy:
@@ -21,6 +39,7 @@ class FaultProxy:
         self.hang_seconds = 3.0
         self.fail_matching: str | None = None  # answer 503 to requests whose path contains this
         self.fail_matching_times: int | None = None  # ... this many times (None: always)
+        self.after_faults: list[AfterFault] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -59,15 +78,34 @@ class FaultProxy:
                 upstream.request(self.command, self.path, body=body or None, headers=headers)
                 response = upstream.getresponse()
                 payload = response.read()
-                proxy.seen.append((self.command, self.path, response.status))
-                self.send_response(response.status)
-                for name, value in response.getheaders():
-                    if name.lower() not in _HOP_HEADERS:
-                        self.send_header(name, value)
+                upstream.close()
+                after = proxy._take_after(self.command, self.path)
+                if after is None or after.what == "cut":
+                    proxy.seen.append((self.command, self.path, response.status))
+                    self.send_response(response.status)
+                    for name, value in response.getheaders():
+                        if name.lower() not in _HOP_HEADERS:
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    # "cut": the headers promise the whole body, half of it comes, the connection ends.
+                    self.wfile.write(payload if after is None else payload[: len(payload) // 2])
+                    if after is not None:
+                        self.wfile.flush()
+                        self.close_connection = True
+                    return
+                proxy.seen.append((self.command, self.path, after.what if isinstance(after.what, int) else 0))
+                if after.what == "hang":
+                    time.sleep(proxy.hang_seconds)
+                if after.what in ("hang", "drop"):
+                    self.close_connection = True
+                    return
+                payload = b'{"odata.error":{"code":"InternalError","message":{"value":"injected fault"}}}'
+                self.send_response(after.what)
+                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-                upstream.close()
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_MERGE = _handle
 
@@ -75,6 +113,19 @@ class FaultProxy:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def after(self, what: int | str, *, method: str | None = None, path: str | None = None, times: int = 1) -> None:
+        """Let the next `times` matching requests through to Azurite, then lose their answers."""
+        with self._lock:
+            self.after_faults.append(AfterFault(what, method, path, times))
+
+    def _take_after(self, method: str, path: str) -> AfterFault | None:
+        with self._lock:
+            for fault in self.after_faults:
+                if fault.matches(method, path):
+                    fault.times -= 1
+                    return fault
+        return None
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
@@ -87,6 +138,19 @@ class FaultProxy:
 
 def _port(connection: str, endpoint: str) -> int:
     return int(connection.split(f"{endpoint}=http://127.0.0.1:")[1].split("/")[0])
+
+
+@contextmanager
+def blobs_through_proxy(monkeypatch, azurite_connection_string: str) -> Iterator[FaultProxy]:
+    """Settings whose backup blob endpoint is a FaultProxy in front of Azurite (tables go direct)."""
+    from localdev.azurite import connection_string
+    from tablebackup.settings import get_settings
+
+    table_port = _port(azurite_connection_string, "TableEndpoint")
+    with FaultProxy(_port(azurite_connection_string, "BlobEndpoint")) as proxy:
+        monkeypatch.setenv("BACKUP_BLOB_CONNECTION_STRING", connection_string(proxy.port, proxy.port, table_port))
+        get_settings.cache_clear()
+        yield proxy
 
 
 @contextmanager

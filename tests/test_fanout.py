@@ -42,10 +42,11 @@ def fanned(env, monkeypatch, unique_name):
     return Storage.from_settings(), table, single
 
 
-def _daily_run(functions) -> tuple[list[str], dict]:
+def daily_run(functions, lost_acks: int = 0) -> tuple[list[str], dict]:
+    """The timer's run, its items delivered to the queue worker as the host would."""
     jobs = QueueOutput()
     functions["backup_daily"].get_user_function()(TimerRequest(past_due=False), jobs)
-    return jobs.messages, deliver(functions["backup_worker"].get_user_function(), jobs.messages)
+    return jobs.messages, deliver(functions["backup_worker"].get_user_function(), jobs.messages, lost_acks=lost_acks)
 
 
 def _state(storage, manifest) -> list[dict]:
@@ -67,7 +68,7 @@ def test_the_backup_records_key_samples_for_the_next_plan(fanned):
 def test_queue_workers_back_up_ranges_into_one_backup_equal_to_a_single_blob_one(functions, fanned):
     storage, table, single = fanned
 
-    messages, poisoned = _daily_run(functions)
+    messages, poisoned = daily_run(functions)
 
     assert poisoned == {} and len(messages) > 1
     items = [orjson.loads(m) for m in messages]
@@ -82,7 +83,7 @@ def test_queue_workers_back_up_ranges_into_one_backup_equal_to_a_single_blob_one
 def test_a_multi_part_backup_restores_verifies_and_drills_exactly(functions, fanned, unique_name):
     storage, table, _ = fanned
     original = table_state(storage.tables.get_table_client(table))
-    _daily_run(functions)
+    daily_run(functions)
     manifest = catalog.latest_backup(storage.backups, table)
     assert manifest.parts
 
@@ -103,7 +104,7 @@ def test_a_part_that_fails_once_is_retried_and_completes(functions, fanned, monk
         # The first read of the table (by the first part) fails; the queue delivers it again.
         proxy.fail_matching, proxy.fail_matching_times = f"/{table}()", 1
 
-        _, poisoned = _daily_run(functions)
+        _, poisoned = daily_run(functions)
 
     assert poisoned == {}
     manifest = catalog.latest_backup(storage.backups, table)
@@ -120,7 +121,7 @@ def test_a_part_that_fails_for_good_fails_the_run_and_nothing_is_listed(
         get_settings.cache_clear()
         proxy.fail_matching = "EMPLOYEE"  # every request for the ranges that start or end at EMPLOYEE
 
-        messages, poisoned = _daily_run(functions)
+        messages, poisoned = daily_run(functions)
 
     assert poisoned and len(poisoned) < len(messages) and all("EMPLOYEE" in message for message in poisoned)
     assert [m.backup for m in catalog.list_backups(storage.backups, table)] == [single.backup]
@@ -206,3 +207,22 @@ def test_import_reads_a_whole_downloaded_multi_part_backup(storage, monkeypatch,
     assert orjson.loads(result.stdout)["imported"] == 600
     assert table_state(storage.tables.get_table_client(target)) == original
     assert refused.returncode == 1 and "without a backup's manifest.json" in refused.stderr
+
+
+def backup_blob_names(storage, table: str) -> list[str]:
+    return sorted(blob.name for blob in storage.backups.list_blobs(name_starts_with=f"{table}-"))
+
+
+def test_parts_delivered_again_after_their_backup_completed_succeed_without_writing(functions, fanned):
+    storage, table, single = fanned
+    before = backup_blob_names(storage, table)
+
+    messages, poisoned = daily_run(functions, lost_acks=2)
+
+    assert len(messages) > 1 and poisoned == {}
+    status = run_status(storage, orjson.loads(messages[0])["run"])
+    assert status["status"] == "succeeded"
+    manifest = catalog.latest_backup(storage.backups, table)
+    written = sorted(set(backup_blob_names(storage, table)) - set(before))
+    assert written == sorted([*(part.blob for part in manifest.parts), f"{manifest.backup}/manifest.json"])
+    assert _state(storage, manifest) == _state(storage, single)

@@ -1,0 +1,88 @@
+"""Backups under ambiguous faults: the service applied a write but its answer was lost (a 500, a
+dropped connection), or the host delivered a finished work item again (a lost ack). The backup
+must reach the truth: complete when it is complete, and nothing written twice."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from backup.archiver import backup_table
+from backup.runs import run_status
+from localdev.sample import seed_table
+from tablebackup import catalog
+from tablebackup.backupformat import read_data_lines
+from tablebackup.settings import get_settings
+from tests.faultproxy import blobs_through_proxy
+from tests.test_cli import run_cli
+from tests.test_fanout import backup_blob_names, daily_run
+
+
+@pytest.mark.parametrize("lost", ["manifest.json", "comp=blocklist"])
+def test_the_cli_backup_succeeds_when_a_write_applied_was_answered_500(
+    storage, monkeypatch, azurite_connection_string, unique_name, lost
+):
+    table = unique_name("lost")
+    seed_table(storage.tables, table, 300)
+    with blobs_through_proxy(monkeypatch, azurite_connection_string) as proxy:
+        proxy.after(500, method="PUT", path=lost)
+
+        result = run_cli("backup", "--table", table, "--json")
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert [status for method, path, status in proxy.seen if method == "PUT" and lost in path] == [500, 409]
+    body = orjson.loads(result.stdout)
+    assert body["failed"] == []
+    [listed] = catalog.list_backups(storage.backups, table)
+    assert listed.backup == body["backups"][0]["backup"] and listed.entities == 300
+    assert len(list(read_data_lines(storage.backups, listed))) == 300
+
+
+def test_a_manifest_applied_but_answered_500_completes_the_queued_run(
+    functions, storage, monkeypatch, azurite_connection_string, unique_name
+):
+    table = unique_name("lostq")
+    seed_table(storage.tables, table, 200)
+    monkeypatch.setenv("BACKUP_TABLES", table)
+    get_settings.cache_clear()
+    with blobs_through_proxy(monkeypatch, azurite_connection_string) as proxy:
+        proxy.after(500, method="PUT", path="manifest.json")
+
+        messages, poisoned = daily_run(functions)
+
+    assert poisoned == {}
+    status = run_status(storage, orjson.loads(messages[0])["run"])
+    assert status["status"] == "succeeded"
+    assert [item["status"] for item in status["items"]] == ["done"]
+    [listed] = catalog.list_backups(storage.backups, table)
+    assert listed.entities == 200
+
+
+def test_a_manifest_another_attempt_wrote_is_still_refused(storage, unique_name):
+    table = unique_name("twice")
+    seed_table(storage.tables, table, 10)
+    manifest = backup_table(storage, table)
+
+    with pytest.raises(Exception, match="already has a manifest"):
+        backup_table(storage, table, backup_id=manifest.backup, started=manifest.started_at, attempt=2)
+
+    assert catalog.read_manifest(storage.backups, manifest.backup) == manifest
+
+
+def test_a_work_item_delivered_again_after_its_backup_completed_succeeds_without_writing(
+    functions, storage, monkeypatch, unique_name
+):
+    table = unique_name("redeliver")
+    seed_table(storage.tables, table, 150)
+    monkeypatch.setenv("BACKUP_TABLES", table)
+    get_settings.cache_clear()
+
+    # Every delivery's ack is lost: the host delivers the finished item four more times.
+    messages, poisoned = daily_run(functions, lost_acks=4)
+
+    assert poisoned == {}
+    status = run_status(storage, orjson.loads(messages[0])["run"])
+    assert status["status"] == "succeeded"
+    assert [item["status"] for item in status["items"]] == ["done"]
+    [listed] = catalog.list_backups(storage.backups, table)
+    assert backup_blob_names(storage, table) == [f"{listed.backup}/data.ndjson.gz", f"{listed.backup}/manifest.json"]

@@ -5,11 +5,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 AZURITE_DIR := .azurite
 
-.PHONY: setup demo test lint format bench azurite azurite-stop clean
+.PHONY: setup chromium demo test lint format bench azurite azurite-stop clean
 
 INFRA_VENV := .venv-infra
 
-setup: $(VENV)/.installed node_modules/.installed $(INFRA_VENV)/.installed
+setup: $(VENV)/.installed node_modules/.installed $(INFRA_VENV)/.installed chromium
+
+# The status page's browser test runs Debian's chromium headless; as root (CI) it is installed here.
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    $(APT_INSTALL) >/dev/null 2>&1 || { apt-get update -qq && $(APT_INSTALL); }; \
+	  else \
+	    echo "the browser test needs chromium: run 'sudo apt-get install -y chromium'" >&2; exit 1; \
+	  fi; }
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required; set PYTHON=/path/to/python3.11")'

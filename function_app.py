@@ -9,6 +9,7 @@ import azure.functions as func
 from audit.functions import bp as audit_blueprint
 from backup.functions import bp as backup_blueprint
 from restore.functions import bp as restore_blueprint
+from status.functions import bp as status_blueprint
 from tablebackup import telemetry
 from transfer.functions import bp as transfer_blueprint
 from verify.functions import bp as verify_blueprint
@@ -21,3 +22,4 @@ app.register_functions(restore_blueprint)
 app.register_functions(verify_blueprint)
 app.register_functions(audit_blueprint)
 app.register_functions(transfer_blueprint)
+app.register_functions(status_blueprint)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cli import audits, backups, erasures, prunes, restores, transfers, verifies
+from cli import audits, backups, erasures, prunes, restores, status, transfers, verifies
 from cli.common import CommandFailed
 from cli.output import fail
 from tablebackup.errors import BackupError
@@ -42,6 +42,7 @@ for command in (
     transfers.export,
     transfers.import_,
     erasures.erase,
+    status.status,
 ):
     app.add_command(command)
 

@@ -270,6 +270,8 @@ def test_every_function_is_registered_with_the_documented_binding(functions):
         ("GET", "audit"),
         ("GET", "export/{table}"),
         ("POST", "import/{table}"),
+        ("GET", "status"),
+        ("GET", "status/page"),
     }
     queues = {
         name: function.get_trigger().get_dict_repr()["queueName"]

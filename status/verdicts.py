@@ -1,0 +1,54 @@
+"""The verdicts and their thresholds: protected, at risk, unprotected, each with a one-line reason.
+
+Unprotected (any of): no complete backup; the newest complete backup is older than
+BACKUP_MAX_AGE_HOURS (the RPO); its incremental chain is broken; the last verification failed; the
+last drill of a kind (entity or full) failed.
+At risk (any of, when not unprotected): the newest complete backup is older than RPO_WARNING of the
+RPO; the newest backup attempt failed or was abandoned; no verification recorded, or none within the
+RPO; the last verification passed with warnings; no drill recorded, or none in DRILL_MAX_AGE_DAYS; the
+newest drill restored in more than RTO_WARNING of RTO_MINUTES.
+Protected otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+PROTECTED, AT_RISK, UNPROTECTED = "protected", "at risk", "unprotected"
+VERDICTS = (PROTECTED, AT_RISK, UNPROTECTED)  # from best to worst
+
+RPO_WARNING = 0.8  # at risk once the newest complete backup is this share of the RPO old
+RTO_WARNING = 0.8  # at risk once the newest drill's restore took this share of the RTO
+DRILL_MAX_AGE_DAYS = 45  # drills run monthly: a month and a half without one means they stopped
+
+
+@dataclass(frozen=True)
+class Finding:
+    verdict: str
+    reason: str
+
+
+def worst(verdicts: list[str]) -> str:
+    return max(verdicts, key=VERDICTS.index, default=PROTECTED)
+
+
+def ago(now: datetime, at: datetime) -> str:
+    """`35 min ago`, `5.2 h ago`, `3 d ago`."""
+    seconds = max((now - at).total_seconds(), 0)
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 72 * 3600:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} d ago"
+
+
+def thresholds(rpo_hours: float, rto_minutes: float) -> dict:
+    """The thresholds in force, as the JSON and the page show them."""
+    return {
+        "rpo_hours": rpo_hours,
+        "at_risk_after_hours": round(rpo_hours * RPO_WARNING, 2),
+        "rto_minutes": rto_minutes,
+        "at_risk_restore_minutes": round(rto_minutes * RTO_WARNING, 2),
+        "drill_max_age_days": DRILL_MAX_AGE_DAYS,
+    }

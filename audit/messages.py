@@ -24,7 +24,7 @@ DATA_OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 APP_OPERATIONS = ("RESTORE", "IMPORT", "EXPORT", "PRUNE", "ERASE")
 OPERATIONS = DATA_OPERATIONS + APP_OPERATIONS
 
-_INSTANT_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,7}))?(Z|[+-]\d{2}:\d{2})?$")
+_INSTANT_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,7}))?(Z|[+-]\d{2}:\d{2})?\Z", re.ASCII)
 # Edm.DateTime's range in the Table service.
 _FIRST_YEAR, _LAST_YEAR = 1601, 9999
 _INT64 = (-(2**63), 2**63 - 1)

@@ -24,7 +24,7 @@ QUEUE = "restore-jobs"
 # host.json extensions.queues.maxDequeueCount: the last delivery records the failure for good.
 MAX_DELIVERIES = 5
 _PARTITION = "restore"
-_OPERATION_RE = re.compile(r"^[0-9a-f]{32}$")
+_OPERATION_RE = re.compile(r"^[0-9a-f]{32}\Z")
 _PROGRESS_EVERY_SECONDS = 5.0
 
 

@@ -4,11 +4,11 @@ refusal a 4xx with a one-line {"error": ...} body."""
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import azure.functions as func
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from tablebackup.errors import BackupError, InvalidInput, NotFound, SettingsError, StorageUnavailable
 
@@ -43,8 +43,21 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
+def _query_flag(value: object) -> object:
+    if isinstance(value, str):
+        if value not in ("true", "false"):
+            raise ValueError(f"use true or false, not {value!r}")
+        return value == "true"
+    return value
+
+
+# A boolean in a query string: exactly `true` or `false` (pydantic alone also takes yes, on, 1, ...).
+QueryFlag = Annotated[bool, BeforeValidator(_query_flag)]
+
+
 def parse_body(req: func.HttpRequest, model: type[Model]) -> Model:
-    """The JSON body validated against the model; an empty body means all defaults."""
+    """The JSON body validated against the model with strict types (a string is not a boolean, a
+    number in quotes is not a number, null is not a value); an empty body means all defaults."""
     raw = req.get_body() or b""
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidInput(f"request body is larger than {MAX_BODY_BYTES} bytes")
@@ -54,7 +67,11 @@ def parse_body(req: func.HttpRequest, model: type[Model]) -> Model:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise InvalidInput("request body must be a JSON object")
-    return parse_fields(data, model)
+    try:
+        # JSON mode: strict, yet an ISO-8601 string still is a datetime (JSON has no other form).
+        return model.model_validate_json(raw if data else b"{}", strict=True)
+    except ValidationError as error:
+        raise InvalidInput(f"invalid request: {_describe(error)}") from None
 
 
 def query_fields(req: func.HttpRequest) -> dict:

@@ -13,7 +13,7 @@ from tablebackup.errors import InvalidInput, SettingsError
 from tablebackup.names import validate_table_name
 
 # A blob container name: 3-63 lowercase letters, digits and single hyphens.
-_CONTAINER_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_CONTAINER_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z")
 
 
 def _as_value_error(check, value):

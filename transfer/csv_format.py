@@ -32,8 +32,8 @@ Column = tuple[str, str]
 # Types the backup line form marks with "<name>@odata.type"; the others are bare JSON.
 _ANNOTATED = {"Edm.Int64", "Edm.Double", "Edm.DateTime", "Edm.Guid", "Edm.Binary"}
 _DOUBLE_WORDS = {"NaN", "Infinity", "-Infinity"}
-_INTEGER = re.compile(r"^-?[0-9]+$")
-_DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+_INTEGER = re.compile(r"^-?[0-9]+\Z")
+_DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _FLUSH_CHARS = 1024 * 1024
 
 

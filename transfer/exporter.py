@@ -29,7 +29,7 @@ from transfer.formats import CONTENT_TYPES, check_format, entity_writer
 
 log = logging.getLogger(__name__)
 
-_PROPERTY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_PROPERTY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}\Z")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tablebackup.clients import Storage
 from tablebackup.errors import InvalidInput
-from tablebackup.httpapi import caller, error_response, json_response, parse_fields, query_fields
+from tablebackup.httpapi import QueryFlag, caller, error_response, json_response, parse_fields, query_fields
 from transfer import exporter
 from transfer.importer import ImportRequest, import_entities
 from transfer.records import MalformedInput
@@ -60,10 +60,10 @@ class ImportQuery(BaseModel):
 
     format: Format | None = None
     mode: Literal["replace", "merge", "missing"] = "replace"
-    dry_run: bool = Field(False, alias="dryRun")
+    dry_run: QueryFlag = Field(False, alias="dryRun")
     blob: str | None = Field(None, min_length=1, max_length=1024)
     # The table may be one of the app's own tables; import never deletes.
-    allow_app_table: bool = Field(False, alias="allowAppTable")
+    allow_app_table: QueryFlag = Field(False, alias="allowAppTable")
 
 
 @bp.function_name("import_table")

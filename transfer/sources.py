@@ -12,6 +12,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
 from tablebackup.errors import InvalidInput, NotFound, StorageUnavailable
+from tablebackup.names import validate_blob_name
 
 
 class Source(Protocol):
@@ -77,6 +78,9 @@ class _DownloadReader(io.RawIOBase):
 class BlobSource:
     container: ContainerClient
     blob: str
+
+    def __post_init__(self) -> None:
+        validate_blob_name(self.blob)  # the name must stay inside the container
 
     @property
     def name(self) -> str:

@@ -12,6 +12,7 @@ import base64
 import gzip
 import hashlib
 import io
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from azure.storage.blob import BlobBlock, ContainerClient
 from pydantic import BaseModel, ConfigDict
 
 from tablebackup.errors import BackupError
+from tablebackup.names import BACKUP_ID_RE
 
 FORMAT = "azure-table-backup"
 FORMAT_VERSION = 1
@@ -31,6 +33,9 @@ MANIFEST_BLOB = "manifest.json"
 # An incremental's extra blobs: keys deleted since its parent, and every key the table held.
 DELETED_BLOB = "deleted.ndjson.gz"
 KEYS_BLOB = "keys.ndjson.gz"
+
+# A blob's name inside its backup's folder: one path segment, never "." or "..".
+_LEAF_RE = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._-]+")
 
 # 2 MiB blocks: a blob holds up to 50,000 blocks, ~97 GiB of gzip, far more than a part needs.
 BLOCK_BYTES = 2 * 1024 * 1024
@@ -102,6 +107,28 @@ class Manifest(BaseModel):
     def blobs(self) -> list[BlobInfo]:
         """Every blob this manifest describes."""
         return self.data_parts() + [info for info in (self.deleted, self.keys) if info]
+
+    def inconsistency(self, backup_id: str) -> str | None:
+        """What makes this manifest not hold together as the manifest of `backup_id`, or None.
+        Pure: reads no blob. A manifest copied from another backup, pointing at blobs outside its
+        own `<id>/` folder, or whose parts were reordered is never used."""
+        if self.backup != backup_id:
+            return f"names backup {self.backup!r}, not its own id"
+        own_table = BACKUP_ID_RE.fullmatch(backup_id)["table"]
+        if self.table.casefold() != own_table.casefold():  # table names are case-insensitive
+            return f"names table {self.table!r}, not {own_table!r} of its id"
+        for name in [self.data_blob] + [info.blob for info in self.blobs()]:
+            folder, _, leaf = name.partition("/")
+            if folder != backup_id or not _LEAF_RE.fullmatch(leaf):
+                return f"names blob {name!r}, outside the backup's own folder {backup_id + '/'!r}"
+        if self.parts:
+            if self.data_blob != self.parts[0].blob:
+                return f"names {self.data_blob!r} as its data blob but {self.parts[0].blob!r} as its first part"
+            if self.sha256 != parts_digest(self.parts):
+                return "lists its parts in another order (or with other checksums) than its digest of the parts records"
+            if self.bytes != sum(part.bytes for part in self.parts):
+                return f"says {self.bytes} bytes but its parts hold {sum(part.bytes for part in self.parts)}"
+        return None
 
     def summary(self) -> dict:
         """The fields users see for one backup, JSON-ready."""

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 from pydantic import ValidationError
 
 from tablebackup.backupformat import MANIFEST_BLOB, Manifest, manifest_blob_name
-from tablebackup.errors import BackupError, NotFound, StorageUnavailable
+from tablebackup.errors import DamagedBackup, NotFound, StorageUnavailable
 from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
+
+# A backup still being written has no manifest yet; after a day an attempt can only be debris of a
+# crashed or abandoned one (retention deletes those).
+INCOMPLETE_GRACE = timedelta(days=1)
+
+
+def started_at(backup_id: str) -> datetime:
+    """When a backup attempt started: its id's stamp, so no manifest needs reading."""
+    stamp = BACKUP_ID_RE.fullmatch(validate_backup_id(backup_id))["stamp"]
+    return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
 
 
 def _unreachable(container: ContainerClient, error: AzureError) -> StorageUnavailable:
@@ -27,9 +39,13 @@ def read_manifest(container: ContainerClient, backup_id: str) -> Manifest:
     except AzureError as error:
         raise _unreachable(container, error) from error
     try:
-        return Manifest.model_validate_json(data)
+        manifest = Manifest.model_validate_json(data)
     except ValidationError as error:
-        raise BackupError(f"backup {backup_id!r} has an unreadable manifest: {error.errors()[0]['msg']}") from None
+        raise DamagedBackup(f"backup {backup_id!r} has an unreadable manifest: {error.errors()[0]['msg']}") from None
+    problem = manifest.inconsistency(backup_id)
+    if problem:
+        raise DamagedBackup(f"backup {backup_id!r} is refused: its manifest {problem}")
+    return manifest
 
 
 def backup_attempts(container: ContainerClient, table: str) -> list[tuple[str, bool]]:

@@ -14,7 +14,8 @@ from azure.storage.blob import ContainerClient
 from tablebackup import catalog
 from tablebackup.backupformat import Manifest, read_data_lines
 from tablebackup.entities import decode_line, service_order
-from tablebackup.errors import BackupError, InvalidInput
+from tablebackup.errors import DamagedBackup, InvalidInput
+from tablebackup.names import BACKUP_ID_RE
 
 # Chains longer than this point at a loop or a damaged catalog.
 MAX_CHAIN = 1000
@@ -24,9 +25,14 @@ def chain_of(container: ContainerClient, manifest: Manifest) -> list[Manifest]:
     """The full backup and every incremental up to this one, oldest first."""
     links = [manifest]
     while links[-1].kind == "incremental":
-        if not links[-1].parent or len(links) > MAX_CHAIN:
-            raise BackupError(f"backup {links[-1].backup!r} is an incremental without a usable parent")
-        links.append(catalog.read_manifest(container, links[-1].parent))
+        child, parent = links[-1].backup, links[-1].parent
+        if not parent or len(links) > MAX_CHAIN:
+            raise DamagedBackup(f"backup {child!r} is an incremental without a usable parent")
+        # A parent is an older backup of the same table: never another table's data, never a loop.
+        parent_id, child_id = BACKUP_ID_RE.fullmatch(parent), BACKUP_ID_RE.fullmatch(child)
+        if not parent_id or parent_id["table"].casefold() != child_id["table"].casefold() or parent >= child:
+            raise DamagedBackup(f"backup {child!r} is refused: its parent {parent!r} is no older backup of its table")
+        links.append(catalog.read_manifest(container, parent))
     return links[::-1]
 
 
@@ -35,14 +41,14 @@ def _entities(container: ContainerClient, manifest: Manifest, blob: str | None =
         try:
             yield decode_line(line)
         except InvalidInput as error:
-            raise BackupError(f"backup {manifest.backup!r} line {number}: {error}") from None
+            raise DamagedBackup(f"backup {manifest.backup!r} line {number}: {error}") from None
 
 
 def key_lines(container: ContainerClient, manifest: Manifest) -> Iterator[dict]:
     """Every key of the table at this backup, in service order."""
     if manifest.kind == "incremental":
         if manifest.keys is None:
-            raise BackupError(f"backup {manifest.backup!r} is an incremental without its key index")
+            raise DamagedBackup(f"backup {manifest.backup!r} is an incremental without its key index")
         return _entities(container, manifest, manifest.keys.blob)
     return ({"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]} for e in _entities(container, manifest))
 

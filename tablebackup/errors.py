@@ -19,3 +19,7 @@ class NotFound(BackupError):
 
 class StorageUnavailable(BackupError):
     """Storage could not be reached or kept failing after retries."""
+
+
+class DamagedBackup(BackupError):
+    """A backup whose manifest or blobs do not hold together; it is refused before anything is written."""

@@ -10,7 +10,7 @@ import azure.functions as func
 import orjson
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
-from tablebackup.errors import BackupError, InvalidInput, NotFound, SettingsError, StorageUnavailable
+from tablebackup.errors import BackupError, DamagedBackup, InvalidInput, NotFound, SettingsError, StorageUnavailable
 
 # Request bodies above this are refused before parsing.
 MAX_BODY_BYTES = 64 * 1024
@@ -27,6 +27,7 @@ def error_response(error: Exception) -> func.HttpResponse:
     status = {
         InvalidInput: 400,
         NotFound: 404,
+        DamagedBackup: 422,  # the request is fine; the backup it names cannot be used
         SettingsError: 500,
         StorageUnavailable: 503,
     }.get(type(error), 500 if isinstance(error, BackupError) else None)

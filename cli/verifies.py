@@ -8,23 +8,31 @@ from cli.common import CommandFailed, json_option, open_storage
 from cli.output import emit
 
 
+def _check_tag(check: dict) -> str:
+    if not check["ok"]:
+        return "FAIL"
+    return "WARN" if check.get("warning") else "ok  "
+
+
 def _checks_text(checks: list[dict]) -> list[str]:
-    return [f"  {'ok  ' if check['ok'] else 'FAIL'} {check['name']}: {check['detail']}" for check in checks]
+    return [f"  {_check_tag(check)} {check['name']}: {check['detail']}" for check in checks]
 
 
 def _verify_text(data: dict) -> str:
     lines = []
     for outcome in data["results"]:
         verdict = "passed" if outcome["ok"] else "FAILED"
+        if outcome["ok"] and outcome.get("warnings"):
+            verdict += f" with {len(outcome['warnings'])} warning(s)"
         lines.append(f"{outcome['table']}: {outcome['backup'] or 'no backup'} {verdict}")
         lines += _checks_text(outcome["checks"])
     return "\n".join(lines) or "no backed-up tables to verify"
 
 
 @click.command()
-@click.option("--table", "-t", help="The table whose backup to verify (default: its newest backup).")
+@click.option("--table", "-t", help="The table whose backup to verify (default: its newest complete backup).")
 @click.option("--backup", "-b", help="A backup id to verify instead of the newest.")
-@click.option("--all", "every_table", is_flag=True, help="Verify the newest backup of every backed-up table.")
+@click.option("--all", "every_table", is_flag=True, help="Verify the newest complete backup of every backed-up table.")
 @json_option
 def verify(table, backup, every_table, as_json) -> None:
     """Verify a backup: manifest, checksum, every entity, count, required fields, and age (RPO)."""

@@ -19,11 +19,12 @@ from datetime import UTC, datetime
 from audit.entries import record_operation
 from backup.archiver import backup_table
 from tablebackup import catalog, erasures, telemetry
-from tablebackup.backupformat import Manifest, read_data_sha256
-from tablebackup.chain import chain_of, state_entities
+from tablebackup.backupformat import Manifest
+from tablebackup.chain import state_entities
 from tablebackup.clients import Storage
 from tablebackup.erasures import Erasures
-from tablebackup.errors import BackupError, InvalidInput, NotFound
+from tablebackup.errors import InvalidInput, NotFound
+from tablebackup.integrity import check_whole_backup
 from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
 from tablebackup.odatafilter import ODataFilter, parse_filter
 from tablebackup.reconcile import MODES, Tally, plan_operations
@@ -105,20 +106,6 @@ def choose_backup(storage: Storage, table: str, backup: str | None, as_of: datet
     raise NotFound(f"table {table!r} has no complete backup taken at or before {instant.isoformat()}")
 
 
-def verify_data_blob(storage: Storage, manifest: Manifest) -> None:
-    """Refuse a backup (and, for an incremental, any backup it builds on) whose blobs are not
-    exactly what its manifest describes."""
-    for link in chain_of(storage.backups, manifest):
-        for info in link.blobs():
-            sha256, size = read_data_sha256(storage.backups, link, info.blob)
-            if (sha256, size) != (info.sha256, info.bytes):
-                raise BackupError(
-                    f"backup {link.backup!r} is damaged: its blob {info.blob!r} ({size} bytes, SHA-256 "
-                    f"{sha256[:12]}…) does not match the manifest ({info.bytes} bytes, {info.sha256[:12]}…); "
-                    "use --force to restore anyway"
-                )
-
-
 def _backup_entities(
     storage: Storage, manifest: Manifest, predicate: ODataFilter | None, erased: Erasures
 ) -> Iterator[dict]:
@@ -140,7 +127,8 @@ def restore(
     checked = check_request(storage, request)
     manifest, target = checked.manifest, checked.target
     if not request.force:
-        verify_data_blob(storage, manifest)
+        # The whole chain is read once before the first write: a damaged backup changes nothing.
+        check_whole_backup(storage.backups, manifest)
     context = {"table": request.table, "backup": manifest.backup, "target": target, "mode": request.mode}
     log.info("restore started: %s", " ".join(f"{k}={v}" for k, v in context.items()), extra=context)
 

@@ -16,6 +16,7 @@ from localdev.sample import seed_table
 from restore.restorer import RestoreRequest, restore
 from tablebackup import catalog
 from tablebackup.chain import state_entities
+from tablebackup.errors import DamagedBackup
 from tablebackup.settings import get_settings
 from tests.faultproxy import tables_through_proxy
 from tests.test_cli import run_cli
@@ -226,3 +227,53 @@ def test_parts_delivered_again_after_their_backup_completed_succeed_without_writ
     written = sorted(set(backup_blob_names(storage, table)) - set(before))
     assert written == sorted([*(part.blob for part in manifest.parts), f"{manifest.backup}/manifest.json"])
     assert _state(storage, manifest) == _state(storage, single)
+
+
+def _parts_backup(storage, table):
+    manifest = backup_tables(storage, [table], parallel=2).backups[0]
+    assert manifest.parts and len(manifest.parts) >= 3
+    return manifest
+
+
+def _put_manifest(storage, manifest, **changes) -> None:
+    data = {**orjson.loads(manifest.model_dump_json()), **changes}
+    storage.backups.upload_blob(f"{manifest.backup}/manifest.json", orjson.dumps(data), overwrite=True)
+
+
+def test_parts_in_another_order_than_the_digest_of_parts_are_refused_by_verify_and_restore(fanned):
+    storage, table, _ = fanned
+    manifest = _parts_backup(storage, table)
+    parts = [part.model_dump() for part in manifest.parts]
+    parts[0], parts[1] = parts[1], parts[0]
+    _put_manifest(storage, manifest, parts=parts, data_blob=parts[0]["blob"])
+    client = storage.tables.get_table_client(table)
+    client.delete_entity("CANDIDATE", "0000001")
+    before = table_state(client)
+
+    outcome = verify_backup(storage, table)
+    result = run_cli("restore", "-t", table, "-b", manifest.backup, "--mode", "mirror")
+
+    assert not outcome.ok and outcome.backup == manifest.backup
+    detail = next(check.detail for check in outcome.checks if check.name == "manifest")
+    assert "lists its parts in another order" in detail
+    assert result.returncode == 1 and "lists its parts in another order" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert table_state(client) == before
+    assert catalog.backup_attempts(storage.backups, table)[0][0] == manifest.backup  # no safety backup
+
+
+def test_a_part_whose_count_was_edited_is_refused_before_the_first_write(fanned):
+    storage, table, _ = fanned
+    manifest = _parts_backup(storage, table)
+    parts = [part.model_dump() for part in manifest.parts]
+    parts[1]["lines"] += 7  # the total agrees with the parts; the part itself does not
+    _put_manifest(storage, manifest, parts=parts, entities=manifest.entities + 7)
+    client = storage.tables.get_table_client(table)
+    client.delete_entity("CANDIDATE", "0000001")
+    before = table_state(client)
+
+    with pytest.raises(DamagedBackup, match=rf"{parts[1]['blob']}: \d+ lines, the manifest says \d+"):
+        restore(storage, RestoreRequest(table=table, backup=manifest.backup, mode="mirror"))
+
+    assert table_state(client) == before
+    assert "entity count" in {check.name for check in verify_backup(storage, table).checks if not check.ok}

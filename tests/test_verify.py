@@ -3,23 +3,26 @@ is caught by name."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import re
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import azure.functions as func
 import orjson
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.functions.timer import TimerRequest
 
 from backup.archiver import backup_table
 from localdev.sample import seed_table
-from tablebackup.backupformat import DataBlobWriter, Manifest, manifest_blob_name
+from tablebackup.backupformat import DataBlobWriter, Manifest, manifest_blob_name, new_backup_id
 from tablebackup.settings import get_settings
 from tests.test_cli import run_cli
 from tests.wire import table_state
@@ -102,17 +105,96 @@ def test_a_truncated_data_blob_is_caught(storage, backed_up):
     assert "not a complete gzip stream" in next(c.detail for c in outcome.checks if c.name == "entities decode")
 
 
-def test_a_missing_manifest_is_caught(storage, backed_up, unique_name):
-    table, _ = backed_up
-    # A newer backup that never finished: data blob, no manifest.
-    writer = DataBlobWriter(storage.backups, f"{table}-20991231T000000.000000Z")
+def _unfinished_attempt(storage, table: str, started: datetime) -> str:
+    """A backup attempt that wrote its data blob but no manifest (still running, or crashed)."""
+    backup_id = new_backup_id(table, started)
+    with contextlib.suppress(ResourceExistsError):
+        storage.backups.create_container()
+    writer = DataBlobWriter(storage.backups, backup_id)
     writer.write_lines([b'{"PartitionKey":"a","RowKey":"b"}\n'])
     writer.finish()
+    return backup_id
 
-    outcome = verify_backup(storage, table)
 
-    assert _failed(outcome) == {"manifest"}
-    assert outcome.backup == f"{table}-20991231T000000.000000Z"
+def _check(outcome, name: str):
+    return next(c for c in outcome.checks if c.name == name)
+
+
+def test_verification_judges_the_newest_complete_backup_and_reports_one_in_progress(storage, backed_up):
+    table, manifest = backed_up
+    now = manifest.finished_at + timedelta(hours=1)
+    running = _unfinished_attempt(storage, table, now - timedelta(minutes=10))
+
+    outcome = verify_backup(storage, table, now=now)
+
+    assert outcome.ok, outcome.as_json()
+    assert outcome.backup == manifest.backup and outcome.warnings == []
+    in_progress = _check(outcome, "in progress")
+    assert in_progress.ok and not in_progress.warning
+    assert f"{running} started 0.2 hours ago and has no manifest yet" in in_progress.detail
+    assert "1.0 hours old" in _check(outcome, "recovery point").detail
+
+    # Asked for by name, the attempt cannot be verified, and says why.
+    named = verify_backup(storage, table, running, now=now)
+    assert _failed(named) == {"manifest"} and "it is in progress" in _check(named, "manifest").detail
+
+
+def test_debris_older_than_a_day_is_a_warning_that_names_it(storage, env, monkeypatch, backed_up):
+    table, manifest = backed_up
+    monkeypatch.setenv("BACKUP_MAX_AGE_HOURS", "72")
+    get_settings.cache_clear()
+    from tablebackup.clients import Storage
+
+    now = manifest.finished_at + timedelta(hours=30)
+    newer = _unfinished_attempt(storage, table, manifest.finished_at + timedelta(hours=1))
+    older = _unfinished_attempt(storage, table, manifest.started_at - timedelta(days=3))
+
+    outcomes = verify_and_record(Storage.from_settings(), every_table=True, now=now)
+
+    [outcome] = [outcome for outcome in outcomes if outcome.table == table]
+
+    assert outcome.ok and outcome.backup == manifest.backup, outcome.as_json()
+    debris = _check(outcome, "debris")
+    assert debris.ok and debris.warning
+    assert debris.detail.startswith("2 attempt(s) without a manifest: ")
+    assert f"{newer} started 29.0 hours ago and never finished" in debris.detail and older in debris.detail
+    assert outcome.as_json()["warnings"] == [f"debris: {debris.detail}"]
+    assert "in progress" not in _checks(outcome)
+    assert "passed with warnings" in outcome.summary()
+
+
+def test_a_table_whose_only_backup_is_in_progress_has_no_recovery_point(storage, unique_name):
+    table = unique_name("first")
+    now = datetime.now(UTC)
+    _unfinished_attempt(storage, table, now - timedelta(minutes=5))
+
+    outcome = verify_backup(storage, table, now=now)
+
+    assert _failed(outcome) == {"manifest", "recovery point"}
+    assert "has no complete backup yet (one is in progress)" in _check(outcome, "manifest").detail
+    assert _check(outcome, "in progress").ok
+
+
+def test_the_daily_timer_passes_while_a_backup_is_in_progress_and_warns_of_debris(
+    functions, storage, env, monkeypatch, backed_up, caplog
+):
+    table, manifest = backed_up
+    monkeypatch.setenv("BACKUP_TABLES", table)
+    get_settings.cache_clear()
+    # Dates derived from the clock the timer reads: one attempt just started, one crashed 3 days ago.
+    running = _unfinished_attempt(storage, table, datetime.now(UTC))
+    debris = _unfinished_attempt(storage, table, manifest.started_at - timedelta(days=3))
+
+    with caplog.at_level(logging.WARNING, logger="verify.checker"):
+        functions["verify_daily"].get_user_function()(TimerRequest(past_due=False))
+
+    [row] = storage.tables.get_table_client(storage.settings.verifications_table).query_entities(
+        f"PartitionKey eq '{table}'"
+    )
+    assert row["ok"] is True and row["backup"] == manifest.backup
+    checks = {check["name"]: check for check in orjson.loads(row["checks"])}
+    assert running in checks["in progress"]["detail"] and checks["debris"]["warning"] is True
+    assert any(debris in record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
 
 
 def test_a_manifest_with_a_wrong_count_is_caught(storage, backed_up):
@@ -163,7 +245,7 @@ def test_missing_required_fields_are_caught(storage, env, monkeypatch, unique_na
 
 def test_a_required_field_missing_everywhere_is_counted_with_a_few_examples(storage, backed_up, monkeypatch):
     """A typo in REQUIRED_FIELDS flags every entity: all are counted, only the first few are kept."""
-    from verify import checker
+    from tablebackup import integrity
 
     table, manifest = backed_up
     monkeypatch.setenv("REQUIRED_FIELDS", f"{table}:emial")
@@ -174,12 +256,11 @@ def test_a_required_field_missing_everywhere_is_counted_with_a_few_examples(stor
 
     assert _failed(outcome) == {"required fields"}
     detail = next(c.detail for c in outcome.checks if c.name == "required fields")
-    assert detail.startswith("150 missing or empty: ") and detail.count(": emial") == checker._MAX_REPORTED
+    assert detail.startswith("150 missing or empty: ") and detail.count(": emial") == integrity.MAX_REPORTED
     assert f"{manifest.data_blob} line 1 " in detail
-    info = manifest.data_parts()[0]
-    scan, mismatch = checker._scan(storage, manifest, info.blob, (info.bytes, info.sha256), ["emial", "name"])
-    assert mismatch is None and scan.lines == 150
-    assert scan.missing_fields.count == 150 and len(scan.missing_fields.examples) == checker._MAX_REPORTED
+    report = integrity.inspect_chain(storage.backups, manifest, ["emial", "name"])
+    assert report.problems() is None and report.blobs == 1
+    assert report.missing_fields.total == 150 and len(report.missing_fields.named) == integrity.MAX_REPORTED
 
 
 def test_a_backup_older_than_the_rpo_fails(storage, backed_up):
@@ -322,3 +403,22 @@ def test_cli_verify_and_drill(storage, backed_up, unique_name):
 
     usage = run_cli("verify")
     assert usage.returncode == 2 and "give --table T or --all" in usage.stderr
+
+
+def test_cli_verify_passes_while_a_backup_is_in_progress_and_shows_debris_as_a_warning(storage, backed_up):
+    table, manifest = backed_up
+    # Dates derived from the clock the CLI reads.
+    running = _unfinished_attempt(storage, table, datetime.now(UTC))
+    debris = _unfinished_attempt(storage, table, manifest.started_at - timedelta(days=2))
+
+    as_json = run_cli("verify", "--table", table, "--json")
+    human = run_cli("verify", "--table", table)
+
+    assert as_json.returncode == 0, as_json.stderr
+    body = orjson.loads(as_json.stdout)
+    assert body["ok"] is True and body["backup"] == manifest.backup
+    assert len(body["warnings"]) == 1 and debris in body["warnings"][0]
+    assert human.returncode == 0, human.stderr
+    assert f"{table}: {manifest.backup} passed with 1 warning(s)" in human.stdout
+    assert f"  ok   in progress: {running} started" in human.stdout
+    assert f"  WARN debris: 1 attempt(s) without a manifest: {debris} started" in human.stdout

@@ -6,30 +6,40 @@ filter runs once per line over backups of millions of lines. Nothing is ever eva
 
 Syntax: `not` binds tighter than `and`, which binds tighter than `or`; parentheses group. A comparison
 is `<property> <op> <literal>` or `<literal> <op> <property>` (read as the mirrored comparison), with
-op one of eq ne gt ge lt le. Keywords are lowercase and reserved. A property is an identifier
-(letters, digits, underscore), so annotations ("x@odata.type") and metadata ("odata.etag") can
-never be named. Literals: 'text' (a quote doubled inside), 42 (Int32), 42L (Int64), 1.5 / 1e10 / 2d
-(Double), true / false, datetime'2024-01-02T03:04:05.1234567Z' (up to 7 fractional digits, Z or an
-offset), guid'c9da6455-213d-42c9-9a79-3e9149a57833', and binary as hex: X'0aFF' / binary'0aFF'.
+op one of eq ne gt ge lt le. `not` takes a parenthesised expression (or another `not`): OData's
+precedence puts `not` above the comparison operators, so the service reads `not a eq 1` as
+`(not a) eq 1`, which means something else, and it is refused here rather than read either way.
+At most 15 comparisons, the service's limit of "discrete comparisons" in one $filter. Keywords are
+lowercase and reserved. A property is an identifier (letters, digits, underscore), so annotations
+("x@odata.type") and metadata ("odata.etag") can never be named. Literals: 'text' (a quote doubled
+inside), 42 (Int32), 42L (Int64), 1.5 / 1e10 / 2d (Double), true / false,
+datetime'2024-01-02T03:04:05.1234567Z' (up to 7 fractional digits, Z or an offset written +hh:mm,
+inside the service's DateTime range 1601-01-01 to 9999-12-31 UTC),
+guid'c9da6455-213d-42c9-9a79-3e9149a57833', and binary as hex: X'0aFF' / binary'0aFF'.
 
 Semantics, modelled on the Table service's:
 - A comparison on a property the entity lacks (or holds as null) is false, whatever the operator.
   `not` just negates, so `not (missing eq 1)` is true.
-- Values compare only within a type family; across families every operator is false, ne included
-  (a string property against a number, a Guid property against a string literal, ...).
-- Int32, Int64 and Double are one numeric family compared by exact value: integers stay Python ints
-  and Python compares an int with a float exactly, so Int64 extremes are never rounded through a
-  float. A NaN Double is unequal to everything: ne is true and every other operator false.
-  Infinity and -Infinity order as usual.
-- Strings compare ordinally by code point, case-sensitively.
+- A value compares only with a literal of its own EDM type; across types every operator is false,
+  ne included (a string property against a number, a Guid property against a string literal, ...).
+  This holds between the numeric types too: the service's documentation says "the constant value
+  must be of the same data type as the property", so an Int32 literal (5) selects Int32 values, an
+  Int64 literal (5L) Int64 values and a Double literal (5.0, 5d, 5e0) Double values. Azurite differs
+  (it compares Int32 and Double by value, Int64 as text, and answers 500 for an Int64 literal
+  against an Int32 value); this module follows the documentation, as the README says.
+- Int64 compares as a Python int, so its extremes are never rounded through a float. A NaN Double
+  is unequal to everything: ne is true and every other operator false. Infinity and -Infinity
+  order as usual.
+- Strings compare ordinally by UTF-16 code unit, case-sensitively, as the service (and
+  tablebackup.entities.service_order) does: an astral character sorts below U+E000..U+FFFF.
 - DateTime compares as an instant in 100-ns ticks, so the 7th fractional digit counts; offsets are
   normalised to UTC and a value without one is taken as UTC. Timestamp is always a DateTime.
 - Guid compares case-insensitively (ordering compares the lowercase text). Binary compares by bytes.
   Boolean: false < true.
 
 Every refusal is InvalidInput with a one-line message naming the 1-based character position of the
-problem: bad syntax, an invalid literal, an empty filter, one over 10,000 characters, or parentheses
-and `not` nested more than 100 levels deep.
+problem: bad syntax, an invalid literal, an empty filter, one over 10,000 characters, more than 15
+comparisons, `not` before a bare comparison, or parentheses and `not` nested more than 100 levels.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import operator
 import re
 from collections.abc import Callable
 from datetime import date
+from typing import NamedTuple
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -50,10 +61,23 @@ from tablebackup.errors import InvalidInput
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 100
+# "No more than 15 discrete comparisons are permitted within a $filter string" (Querying tables and
+# entities, the Table service's REST reference). Azurite does not enforce it; the service does.
+MAX_COMPARISONS = 15
 
 Predicate = Callable[[dict], bool]
-# A compiled subexpression and how deeply its parentheses and `not`s nest.
-_Compiled = tuple[Predicate, int]
+
+
+class _Compiled(NamedTuple):
+    """A compiled subexpression, how deeply its parentheses and `not`s nest, where its comparisons'
+    operators are (the first MAX_COMPARISONS + 1 of them, enough to name the one too many), and
+    whether it is a bare comparison (which `not` may not take)."""
+
+    predicate: Predicate
+    depth: int
+    comparisons: tuple[int, ...]
+    bare: bool = False
+
 
 # Literals are spelled out on each side rather than shared as a rule, so the parser's states, and
 # with them the "expected ..." of an error, differ after a literal on the left and on the right.
@@ -104,6 +128,12 @@ _DATETIME = re.compile(
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _TICKS_PER_SECOND = 10**7
+_TICKS_PER_DAY = 86_400 * _TICKS_PER_SECOND
+# The service's DateTime range, 1601-01-01T00:00:00Z to 9999-12-31T23:59:59.9999999Z, in ticks.
+_DATETIME_RANGE = (
+    (date(1601, 1, 1).toordinal() - 1) * _TICKS_PER_DAY,
+    date(9999, 12, 31).toordinal() * _TICKS_PER_DAY - 1,
+)
 
 
 def _ticks(text: str) -> int | None:
@@ -131,8 +161,14 @@ def _ticks(text: str) -> int | None:
 
 # Readers turn an entity's wire value into the comparable form of its family, or None if the
 # value does not hold what its type says.
-def _read_string(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+def utf16(text: str) -> bytes:
+    """The string's UTF-16 code units, in an order bytes compare as the service compares strings.
+    surrogatepass: a lone surrogate the service holds is one code unit like any other."""
+    return text.encode("utf-16-be", "surrogatepass")
+
+
+def _read_string(value: object) -> bytes | None:
+    return utf16(value) if isinstance(value, str) else None
 
 
 def _read_boolean(value: object) -> bool | None:
@@ -179,7 +215,9 @@ def _read_binary(value: object) -> bytes | None:
 _Family = dict[str, Callable[[object], object]]
 _STRINGS: _Family = {"Edm.String": _read_string}
 _BOOLEANS: _Family = {"Edm.Boolean": _read_boolean}
-_NUMBERS: _Family = {"Edm.Int32": _read_int32, "Edm.Int64": _read_int64, "Edm.Double": _read_double}
+_INT32S: _Family = {"Edm.Int32": _read_int32}
+_INT64S: _Family = {"Edm.Int64": _read_int64}
+_DOUBLES: _Family = {"Edm.Double": _read_double}
 _DATETIMES: _Family = {"Edm.DateTime": _read_datetime}
 _GUIDS: _Family = {"Edm.Guid": _read_guid}
 _BINARIES: _Family = {"Edm.Binary": _read_binary}
@@ -192,16 +230,21 @@ def _refusal(index: int, reason: str) -> InvalidInput:
 def _literal(token: Token) -> tuple[_Family, object]:
     kind, text = token.type, str(token)
     if kind == "STRING":
-        return _STRINGS, text[1:-1].replace("''", "'")
+        return _STRINGS, utf16(text[1:-1].replace("''", "'"))
     if kind in ("TRUE", "FALSE"):
         return _BOOLEANS, kind == "TRUE"
     if kind == "NUMBER":
-        return _NUMBERS, _number(token)
+        return _number(token)
     body = text[text.index("'") + 1 : -1]
     if kind == "DATETIME":
         ticks = _ticks(body)
         if ticks is None:
             raise _refusal(token.start_pos, f"{_show(text)} is not a valid DateTime")
+        if not _DATETIME_RANGE[0] <= ticks <= _DATETIME_RANGE[1]:
+            raise _refusal(
+                token.start_pos,
+                f"{_show(text)} is outside the Table service's DateTime range (1601-01-01 to 9999-12-31 UTC)",
+            )
         return _DATETIMES, ticks
     if kind == "GUID":
         if not _GUID.fullmatch(body):
@@ -212,7 +255,7 @@ def _literal(token: Token) -> tuple[_Family, object]:
     return _BINARIES, bytes.fromhex(body)
 
 
-def _number(token: Token) -> int | float:
+def _number(token: Token) -> tuple[_Family, int | float]:
     text = str(token)
     suffix = text[-1].lower() if text[-1] in "lLdD" else ""
     digits = text[:-1] if suffix else text
@@ -223,16 +266,16 @@ def _number(token: Token) -> int | float:
         value = int(digits)
         if not _INT64[0] <= value <= _INT64[1]:
             raise _refusal(token.start_pos, f"{text} is outside the Int64 range")
-        return value
+        return _INT64S, value
     if suffix == "d" or not whole:
         double = float(digits)
         if not math.isfinite(double):
             raise _refusal(token.start_pos, f"{text} is outside the Double range")
-        return double
+        return _DOUBLES, double
     value = int(digits)
     if not _INT32[0] <= value <= _INT32[1]:
         raise _refusal(token.start_pos, f"{text} is outside the Int32 range (an Int64 needs the L suffix)")
-    return value
+    return _INT32S, value
 
 
 def _comparison(name: str, op: str, literal: tuple[_Family, object]) -> Predicate:
@@ -289,24 +332,37 @@ class _Compiler(Transformer):
     """Run by the LALR parser at each reduction, so no parse tree is ever built or walked."""
 
     def or_expr(self, *parts: _Compiled) -> _Compiled:
-        return _any_of(tuple(predicate for predicate, _ in parts)), max(depth for _, depth in parts)
+        return _combined(_any_of, parts)
 
     def and_expr(self, *parts: _Compiled) -> _Compiled:
-        return _all_of(tuple(predicate for predicate, _ in parts)), max(depth for _, depth in parts)
+        return _combined(_all_of, parts)
 
     def negation(self, keyword: Token, part: _Compiled) -> _Compiled:
-        predicate, depth = part
-        return (lambda entity: not predicate(entity)), _deeper(depth, keyword)
+        if part.bare:
+            raise _refusal(
+                keyword.start_pos,
+                "'not' needs parentheses around a comparison: OData reads 'not a eq 1' as '(not a) eq 1'; "
+                "write 'not (a eq 1)'",
+            )
+        predicate = part.predicate
+        return _Compiled(lambda entity: not predicate(entity), _deeper(part.depth, keyword), part.comparisons)
 
     def group(self, bracket: Token, part: _Compiled) -> _Compiled:
-        predicate, depth = part
-        return predicate, _deeper(depth, bracket)
+        return _Compiled(part.predicate, _deeper(part.depth, bracket), part.comparisons)
 
     def property_first(self, name: Token, op: Token, literal: Token) -> _Compiled:
-        return _comparison(str(name), str(op), _literal(literal)), 0
+        return _Compiled(_comparison(str(name), str(op), _literal(literal)), 0, (op.start_pos,), bare=True)
 
     def literal_first(self, literal: Token, op: Token, name: Token) -> _Compiled:
-        return _comparison(str(name), _MIRRORED[str(op)], _literal(literal)), 0
+        return _Compiled(_comparison(str(name), _MIRRORED[str(op)], _literal(literal)), 0, (op.start_pos,), bare=True)
+
+
+def _combined(combine: Callable[[tuple[Predicate, ...]], Predicate], parts: tuple[_Compiled, ...]) -> _Compiled:
+    return _Compiled(
+        combine(tuple(part.predicate for part in parts)),
+        max(part.depth for part in parts),
+        tuple(position for part in parts for position in part.comparisons)[: MAX_COMPARISONS + 1],
+    )
 
 
 _PARSER = Lark(_GRAMMAR, parser="lalr", lexer="contextual", transformer=_Compiler())
@@ -382,7 +438,14 @@ def parse_filter(text: str) -> ODataFilter:
     if not text.strip():
         raise _refusal(0, "the filter is empty")
     try:
-        predicate, _ = _PARSER.parse(text)
+        compiled = _PARSER.parse(text)
     except UnexpectedInput as error:
         raise _syntax_error(text, error) from None
+    if len(compiled.comparisons) > MAX_COMPARISONS:
+        raise _refusal(
+            compiled.comparisons[MAX_COMPARISONS],
+            f"more than {MAX_COMPARISONS} comparisons; the Table service allows at most "
+            f"{MAX_COMPARISONS} discrete comparisons in one $filter",
+        )
+    predicate = compiled.predicate
     return ODataFilter(text, predicate)

@@ -136,7 +136,7 @@ _DATETIME_RANGE = (
 )
 
 
-def _ticks(text: str) -> int | None:
+def datetime_ticks(text: str) -> int | None:
     """100-ns ticks since 0001-01-01 UTC (.NET's DateTime.Ticks), or None if not a valid DateTime."""
     match = _DATETIME.fullmatch(text)
     if match is None:
@@ -197,7 +197,7 @@ def _read_double(value: object) -> float | None:
 
 
 def _read_datetime(value: object) -> int | None:
-    return _ticks(value) if isinstance(value, str) else None
+    return datetime_ticks(value) if isinstance(value, str) else None
 
 
 def _read_guid(value: object) -> str | None:
@@ -237,7 +237,7 @@ def _literal(token: Token) -> tuple[_Family, object]:
         return _number(token)
     body = text[text.index("'") + 1 : -1]
     if kind == "DATETIME":
-        ticks = _ticks(body)
+        ticks = datetime_ticks(body)
         if ticks is None:
             raise _refusal(token.start_pos, f"{_show(text)} is not a valid DateTime")
         if not _DATETIME_RANGE[0] <= ticks <= _DATETIME_RANGE[1]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import orjson
 from azure.core.exceptions import AzureError, ServiceResponseError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient
 
-from tablebackup.errors import BackupError, NotFound, StorageUnavailable
+from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
 
 _HEADERS = {
     "Accept": "application/json;odata=minimalmetadata",
@@ -33,6 +34,13 @@ def odata_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _query_string(params: dict) -> str:
+    """The query string with every value percent-encoded: HttpRequest's params leave them as they
+    are, so a '+' in a filter (datetime'...+02:00') would arrive as a space and '&', '#' or '%' in a
+    string literal would cut the filter short. The names ($filter, NextRowKey, ...) are plain."""
+    return "&".join(f"{name}={quote(str(value), safe='')}" for name, value in params.items())
+
+
 def _error_message(response) -> str:
     try:
         return orjson.loads(response.content)["odata.error"]["message"]["value"].splitlines()[0]
@@ -47,7 +55,7 @@ def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tu
         if continuation[1] is not None:
             query["NextRowKey"] = continuation[1]
     for attempt in range(1, _BODY_ATTEMPTS + 1):
-        request = HttpRequest("GET", f"/{client.table_name}()", params=query, headers=_HEADERS)
+        request = HttpRequest("GET", f"/{client.table_name}()?{_query_string(query)}", headers=_HEADERS)
         try:
             # The generated client's send_request runs the SDK pipeline: auth, retry with backoff.
             # stream=True keeps the pipeline from parsing the JSON a second time with the stdlib.
@@ -62,6 +70,10 @@ def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tu
                 ) from error
     if response.status_code == 404:
         raise NotFound(f"table {client.table_name!r} does not exist in account {client.account_name!r}")
+    if response.status_code == 400 and "$filter" in params:
+        # The service refused the filter (a syntax or limit this project's parser let through):
+        # the caller's input, not a storage failure.
+        raise InvalidInput(f"the Table service refused the filter: {_error_message(response)}")
     if response.status_code != 200:
         raise BackupError(
             f"querying table {client.table_name!r} failed with HTTP {response.status_code}: {_error_message(response)}"

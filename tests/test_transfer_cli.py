@@ -116,6 +116,11 @@ def test_a_malformed_file_exits_1_and_lists_its_problems(storage, unique_name, t
         (["import", "-t", "{table}", "-i", "/no/such/file.ndjson"], 2, "does not exist"),
         (["import", "-t", "{table}", "-i", "{file}", "--mode", "mirror"], 2, "'mirror' is not one of"),
         (["export", "-t", "{table}", "--filter", "age gt", "-o", "{out}"], 1, "invalid filter at position"),
+        (
+            ["export", "-t", "{table}", "--filter", " or ".join(["age eq 1"] * 16), "-o", "{out}"],
+            1,
+            "more than 15 comparisons",
+        ),
         (["export", "-t", "{table}", "--select", "a b", "-o", "{out}"], 1, "invalid property name 'a b'"),
         (["export", "-t", "nosuchtable1", "-o", "{out}"], 1, "does not exist"),
         (["export", "-t", "{table}", "-o", "{dir}"], 1, "cannot write"),

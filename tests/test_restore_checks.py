@@ -23,6 +23,7 @@ from restore.restorer import RestoreRequest, restore
 from tablebackup import catalog
 from tablebackup.backupformat import manifest_blob_name, new_backup_id
 from tablebackup.errors import DamagedBackup
+from tablebackup.settings import get_settings
 from tests.test_cli import run_cli
 from tests.wire import table_state
 from verify.checker import verify_backup
@@ -224,4 +225,33 @@ def test_http_restore_refuses_a_damaged_backup_with_422_and_writes_nothing(funct
     status, error = post({"table": client.table_name, "backup": "latest"})
     assert status == 422 and "outside the backup's own folder" in error
 
+    assert table_state(client) == before and _attempts(storage, client.table_name) == 1
+
+
+def test_a_queued_restore_of_a_damaged_backup_fails_in_the_worker_before_writing(
+    functions, storage, env, monkeypatch, backed_up
+):
+    client, manifest = backed_up
+    monkeypatch.setenv("RESTORE_HTTP_MAX_ENTITIES", "10")
+    get_settings.cache_clear()
+    jobs = QueueOutput()
+    request = func.HttpRequest(
+        "POST",
+        "http://localhost/api/restore",
+        body=orjson.dumps({"table": client.table_name, "backup": "latest", "mode": "mirror"}),
+    )
+    assert functions["restore_table"].get_user_function()(request, jobs).status_code == 202
+    _edit_manifest(storage, manifest.backup, entities=301)  # damaged after it was queued
+    before = table_state(client)
+
+    functions["restore_worker"].get_user_function()(func.QueueMessage(id="m1", body=jobs.value.encode()))
+
+    operation = orjson.loads(jobs.value)["operation"]
+    status = functions["restore_status"].get_user_function()(
+        func.HttpRequest(
+            "GET", f"http://localhost/api/restore/{operation}", body=b"", route_params={"operation": operation}
+        )
+    )
+    body = orjson.loads(status.get_body())
+    assert body["status"] == "failed" and "300 lines, the manifest says 301" in body["error"]
     assert table_state(client) == before and _attempts(storage, client.table_name) == 1

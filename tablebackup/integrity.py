@@ -1,6 +1,8 @@
 """Checking a whole backup before it is trusted: one streaming pass over every blob of every link of
-its chain checks each blob's size and SHA-256, decodes every line as an entity, and counts the lines
-of each blob and of each backup against the manifest.
+its chain checks each blob's size and SHA-256, decodes every line as an entity, checks that keys
+strictly increase in the service's order (across a backup's parts too: restore's mirror and the
+merge of a chain rely on it), and counts the lines of each blob and of each backup against the
+manifest.
 
 Verification reports what this finds; a restore runs it before its first write and refuses a backup
 with any finding (unless forced). Memory stays bounded whatever the backup's size: lines are
@@ -19,7 +21,7 @@ from azure.storage.blob import ContainerClient
 
 from tablebackup.backupformat import BlobInfo, DataReader, Manifest
 from tablebackup.chain import chain_of
-from tablebackup.entities import decode_line
+from tablebackup.entities import decode_line, service_order
 from tablebackup.errors import BackupError, DamagedBackup, InvalidInput, StorageUnavailable
 
 # Findings of one kind named in a report; the count covers the rest.
@@ -55,11 +57,13 @@ class ChainReport:
     mismatches: Findings = field(default_factory=Findings)  # size or SHA-256 differs from the manifest
     bad_lines: Findings = field(default_factory=Findings)  # a line that is no entity, or a cut gzip stream
     miscounts: Findings = field(default_factory=Findings)  # lines per blob or per backup differ
+    disorder: Findings = field(default_factory=Findings)  # a key not after the one before it
     missing_fields: Findings = field(default_factory=Findings)  # required fields absent or empty
 
     def problems(self) -> str | None:
         """Every kind of damage found, in one line; None for a sound backup."""
-        found = [kind.describe() for kind in (self.mismatches, self.bad_lines, self.miscounts) if kind]
+        kinds = (self.mismatches, self.bad_lines, self.miscounts, self.disorder)
+        found = [kind.describe() for kind in kinds if kind]
         return "; ".join(found) or None
 
 
@@ -72,13 +76,33 @@ def inspect_chain(container: ContainerClient, manifest: Manifest, required: Iter
         if sum(part.lines for part in data_parts) != link.entities:
             report.miscounts.add(f"{link.backup}: its parts hold a different number of entities than {link.entities}")
         data_blobs = {part.blob for part in data_parts}
+        order = _KeyOrder()  # one stream over the parts; the deleted and key blobs are streams of their own
         for info in link.blobs():
             report.blobs += 1
-            _scan_blob(container, link, info, list(required) if info.blob in data_blobs else [], report)
+            if info.blob not in data_blobs:
+                order = _KeyOrder()
+            _scan_blob(container, link, info, list(required) if info.blob in data_blobs else [], order, report)
     return report
 
 
-def _scan_blob(container: ContainerClient, link: Manifest, info: BlobInfo, required: list[str], report) -> None:
+class _KeyOrder:
+    """Remembers the last key of a stream, to tell whether the next one sorts after it."""
+
+    def __init__(self):
+        self.last: tuple[bytes, bytes] | None = None
+
+    def follows(self, entity: dict) -> bool:
+        try:
+            key = service_order(entity)
+        except UnicodeEncodeError:  # a key the order cannot be computed for: not judged here
+            return True
+        ordered, self.last = self.last is None or key > self.last, key
+        return ordered
+
+
+def _scan_blob(
+    container: ContainerClient, link: Manifest, info: BlobInfo, required: list[str], order: _KeyOrder, report
+) -> None:
     reader = DataReader(container, link, info.blob)
     lines = 0
     try:
@@ -89,6 +113,9 @@ def _scan_blob(container: ContainerClient, link: Manifest, info: BlobInfo, requi
             except InvalidInput as error:
                 report.bad_lines.add(f"{info.blob} line {number}: {error}")
                 continue
+            if not order.follows(entity):
+                key = f"({entity['PartitionKey']!r}, {entity['RowKey']!r})"
+                report.disorder.add(f"{info.blob} line {number}: key {key} does not sort after the key before it")
             for name in required:
                 if entity.get(name) in (None, ""):
                     key = f"({entity['PartitionKey']!r}, {entity['RowKey']!r})"

@@ -15,6 +15,7 @@ from localdev.host import QueueOutput, deliver
 from localdev.sample import seed_table
 from restore.restorer import RestoreRequest, restore
 from tablebackup import catalog
+from tablebackup.backupformat import parts_digest
 from tablebackup.chain import state_entities
 from tablebackup.errors import DamagedBackup
 from tablebackup.settings import get_settings
@@ -262,18 +263,44 @@ def test_parts_in_another_order_than_the_digest_of_parts_are_refused_by_verify_a
     assert catalog.backup_attempts(storage.backups, table)[0][0] == manifest.backup  # no safety backup
 
 
+def _assert_mirror_refused(storage, table: str, backup: str, message: str) -> None:
+    """A mirror restore of a changed table is refused with `message` and changes nothing."""
+    client = storage.tables.get_table_client(table)
+    client.delete_entity("CANDIDATE", "0000001")
+    before = table_state(client)
+
+    with pytest.raises(DamagedBackup, match=message):
+        restore(storage, RestoreRequest(table=table, backup=backup, mode="mirror"))
+
+    assert table_state(client) == before
+    assert catalog.backup_attempts(storage.backups, table)[0][0] == backup  # no safety backup
+
+
 def test_a_part_whose_count_was_edited_is_refused_before_the_first_write(fanned):
     storage, table, _ = fanned
     manifest = _parts_backup(storage, table)
     parts = [part.model_dump() for part in manifest.parts]
     parts[1]["lines"] += 7  # the total agrees with the parts; the part itself does not
     _put_manifest(storage, manifest, parts=parts, entities=manifest.entities + 7)
-    client = storage.tables.get_table_client(table)
-    client.delete_entity("CANDIDATE", "0000001")
-    before = table_state(client)
 
-    with pytest.raises(DamagedBackup, match=rf"{parts[1]['blob']}: \d+ lines, the manifest says \d+"):
-        restore(storage, RestoreRequest(table=table, backup=manifest.backup, mode="mirror"))
+    _assert_mirror_refused(storage, table, manifest.backup, rf"{parts[1]['blob']}: \d+ lines, the manifest says \d+")
 
-    assert table_state(client) == before
     assert "entity count" in {check.name for check in verify_backup(storage, table).checks if not check.ok}
+
+
+def test_parts_reordered_with_a_matching_digest_are_refused_by_their_key_order(fanned):
+    """Whoever rewrote the digest too still cannot make mirror delete: the keys no longer increase."""
+    storage, table, _ = fanned
+    manifest = _parts_backup(storage, table)
+    swapped = [manifest.parts[1], manifest.parts[0], *manifest.parts[2:]]
+    _put_manifest(
+        storage,
+        manifest,
+        parts=[part.model_dump() for part in swapped],
+        data_blob=swapped[0].blob,
+        sha256=parts_digest(swapped),
+    )
+
+    _assert_mirror_refused(storage, table, manifest.backup, rf"{swapped[1].blob} line 1: key .* does not sort after")
+
+    assert {check.name for check in verify_backup(storage, table).checks if not check.ok} == {"key order"}

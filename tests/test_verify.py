@@ -72,6 +72,7 @@ def test_a_good_backup_passes_every_check_and_is_recorded(storage, backed_up):
         "checksum",
         "entities decode",
         "entity count",
+        "key order",
         "live table count",
         "recovery point",
     }

@@ -111,6 +111,11 @@ def _check_chain(storage: Storage, manifest: Manifest, required: list[str], resu
         not report.miscounts,
         report.miscounts.describe() if report.miscounts else f"{manifest.entities} lines",
     )
+    result.add(
+        "key order",
+        not report.disorder,
+        report.disorder.describe() if report.disorder else "keys strictly increase in the service's order",
+    )
     if required:
         missing = report.missing_fields
         result.add(

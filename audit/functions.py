@@ -1,11 +1,12 @@
 """Audit triggers: the queue writer on %AUDIT_QUEUE% and GET /api/audit."""
 
 from datetime import datetime
+from typing import Annotated
 
 import azure.functions as func
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from audit.queries import find_entries
+from audit.queries import PAGE_ENTRIES, entries_page
 from audit.writer import handle_message
 from tablebackup.clients import Storage
 from tablebackup.httpapi import error_response, json_response, parse_fields, query_fields
@@ -35,6 +36,9 @@ class AuditQuery(BaseModel):
     user: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    continuation: str | None = None
+    # A query string value is text: digits only, no sign, spaces or exponent.
+    limit: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,3}$")] = str(PAGE_ENTRIES)
 
 
 @bp.function_name("list_audit_entries")
@@ -42,7 +46,8 @@ class AuditQuery(BaseModel):
 def list_audit_entries(req: func.HttpRequest) -> func.HttpResponse:
     try:
         query = parse_fields(query_fields(req), AuditQuery)
-        entries = find_entries(Storage.from_settings(), **query.model_dump())
+        criteria = query.model_dump(exclude={"limit"})
+        entries, continuation = entries_page(Storage.from_settings(), **criteria, limit=int(query.limit))
     except Exception as error:
         return error_response(error)
-    return json_response({"entries": entries})
+    return json_response({"entries": entries, "continuation": continuation})

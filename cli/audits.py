@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+
 import click
+import orjson
 
 from cli.common import IsoInstant, json_option, open_storage
-from cli.output import emit
 
 # As audit.messages.OPERATIONS; repeated so --help works without importing the domain.
 OPERATIONS = ("INSERT", "UPDATE", "DELETE", "RESTORE", "IMPORT", "EXPORT", "PRUNE", "ERASE")
 
 
-def _audit_text(data: dict) -> str:
-    if not data["entries"]:
-        return "no audit entries"
-    return "\n".join(
-        f"{e['timestamp']}  {e['operation']:<7}  {e['tableName']}  {e['entityKey'] or '-'}  by {e['userId']}"
-        for e in data["entries"]
-    )
+def _audit_line(e: dict) -> str:
+    return f"{e['timestamp']}  {e['operation']:<7}  {e['tableName']}  {e['entityKey'] or '-'}  by {e['userId']}\n"
+
+
+def _entry_json(entry: dict) -> str:
+    return orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode()
+
+
+def _write_json(entries: Iterator[dict]) -> None:
+    """One JSON document {"entries": [...]}, written entry by entry: a range may hold millions."""
+    first = next(entries, None)  # a storage failure on the first page prints nothing on stdout
+    if first is None:
+        sys.stdout.write('{\n  "entries": []\n}\n')
+        return
+    sys.stdout.write('{\n  "entries": [\n' + _entry_json(first))
+    for entry in entries:
+        sys.stdout.write(",\n" + _entry_json(entry))
+    sys.stdout.write("\n  ]\n}\n")
+
+
+def _write_text(entries: Iterator[dict]) -> None:
+    written = 0
+    for entry in entries:
+        sys.stdout.write(_audit_line(entry))
+        written += 1
+    if not written:
+        sys.stdout.write("no audit entries\n")
 
 
 @click.command()
@@ -31,11 +54,11 @@ def _audit_text(data: dict) -> str:
 @json_option
 def audit(table, partition_key, row_key, operation, user, since, until, as_json) -> None:
     """List audit entries in time order: who changed what, when, with the before and after images."""
-    from audit.queries import find_entries
+    from audit.queries import iter_entries
 
     if since and until and since > until:
         raise click.UsageError("--since must not be after --until")
-    entries = find_entries(
+    entries = iter_entries(
         open_storage(),
         table=table,
         partition_key=partition_key,
@@ -45,4 +68,4 @@ def audit(table, partition_key, row_key, operation, user, since, until, as_json)
         since=since,
         until=until,
     )
-    emit({"entries": entries}, as_json, _audit_text)
+    (_write_json if as_json else _write_text)(entries)

@@ -507,6 +507,109 @@ def test_get_audit_refuses_bad_queries_with_a_one_line_400(functions, audit_stor
     assert message in body["error"] and "\n" not in body["error"]
 
 
+def _pages_of(functions, params: dict) -> list[list[str]]:
+    """Follow the continuation from page to page; each next request names only the criteria."""
+    pages, token = [], None
+    while True:
+        status, body = _get(functions, {**params, **({"continuation": token} if token else {})})
+        assert status == 200, body
+        pages.append(_ids(body["entries"]))
+        token = body["continuation"]
+        if token is None:
+            return pages
+        params = {name: value for name, value in params.items() if name not in ("since", "until")}
+
+
+RANGE = {"since": "2026-03-01T00:00:00Z", "until": "2026-03-09T00:00:00Z"}
+
+
+def test_get_audit_pages_with_a_continuation(functions, several_days):
+    assert _pages_of(functions, {**RANGE, "limit": "2"}) == [["e1", "e2"], ["e3", "e4"], ["e5"]]
+    assert _pages_of(functions, {**RANGE, "limit": "1", "user": "bob"}) == [["e2"], ["e4"]]
+    assert _pages_of(functions, {**RANGE, "limit": "5"}) == [["e1", "e2", "e3", "e4", "e5"]]
+    assert _pages_of(functions, {**RANGE, "user": "nobody"}) == [[]]
+    status, body = _get(functions, {**RANGE, "limit": "4"})  # the range may be repeated exactly
+    status, body = _get(functions, {**RANGE, "continuation": body["continuation"]})
+    assert (status, _ids(body["entries"]), body["continuation"]) == (200, ["e5"], None)
+
+
+def test_a_page_also_ends_at_its_byte_budget(functions, several_days, monkeypatch):
+    from audit import queries
+
+    monkeypatch.setattr(queries, "PAGE_BYTES", 1)  # every entry is over it: one entry per page
+
+    assert _pages_of(functions, RANGE) == [["e1"], ["e2"], ["e3"], ["e4"], ["e5"]]
+
+
+def _token_body(token: str) -> dict:
+    return orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+
+
+def _encode_token(body: dict, **options) -> str:
+    return base64.urlsafe_b64encode(json.dumps(body, **options).encode()).decode().rstrip("=")
+
+
+def test_get_audit_refuses_any_continuation_it_did_not_make(functions, several_days):
+    status, body = _get(functions, {**RANGE, "limit": "1"})
+    token = body["continuation"]
+    held = _token_body(token)
+    reversed_range = {**held, "since": "2026-03-10T00:00:00.0000000Z"}
+    refused = {
+        "other criteria": ({**RANGE, "user": "bob", "continuation": token}, "other criteria"),
+        "another since": ({"since": "2026-03-02T00:00:00Z", "continuation": token}, "another since"),
+        "another until": ({"until": "2026-03-08T00:00:00Z", "continuation": token}, "another until"),
+        "cut": ({"continuation": token[:-3]}, "invalid continuation"),
+        "not base64url": ({"continuation": token + "+"}, "invalid continuation"),
+        "padded": ({"continuation": token + "=" * (-len(token) % 4) or "=="}, "invalid continuation"),
+        "spaces in its JSON": ({"continuation": _encode_token(held, indent=1)}, "invalid continuation"),
+        "since after until": (
+            {"continuation": _encode_token(reversed_range, separators=(",", ":"))},
+            "is after until",
+        ),
+        "version true": (
+            {"continuation": _encode_token({**held, "v": True}, separators=(",", ":"))},
+            "invalid continuation",
+        ),
+        "extra field": (
+            {"continuation": _encode_token({**held, "x": 1}, separators=(",", ":"))},
+            "invalid continuation",
+        ),
+        "outside its range": (
+            {"continuation": _encode_token({**held, "partition": "AUDIT_2026-04-01"}, separators=(",", ":"))},
+            "outside its own time range",
+        ),
+        "not a date": (
+            {"continuation": _encode_token({**held, "partition": "AUDIT_2026-02-30"}, separators=(",", ":"))},
+            "invalid continuation",
+        ),
+        "limit 0": ({**RANGE, "limit": "0"}, "limit"),
+        "limit 1001": ({**RANGE, "limit": "1001"}, "invalid limit"),
+        "limit +5": ({**RANGE, "limit": "+5"}, "limit"),
+        "limit 1e1": ({**RANGE, "limit": "1e1"}, "limit"),
+    }
+    assert _encode_token(held, separators=(",", ":")) == token  # the forgeries differ only where named
+    for case, (params, message) in refused.items():
+        status, answer = _get(functions, params)
+        assert status == 400 and message in answer["error"] and "\n" not in answer["error"], case
+
+
+def test_iter_entries_reads_the_days_as_they_are_consumed(several_days, env, monkeypatch, azurite_connection_string):
+    from audit.queries import iter_entries
+
+    with FaultProxy(_port(azurite_connection_string, "Table")) as proxy:
+        blob = _port(azurite_connection_string, "Blob")
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(blob, blob, proxy.port))
+        get_settings.cache_clear()
+        entries = iter_entries(Storage.from_settings(), since=_utc(2026, 3, 1), until=_utc(2026, 3, 9))
+        first = next(entries)
+        read_first = sum(method == "GET" for method, _, _ in proxy.seen)
+        rest = list(entries)
+        read_all = sum(method == "GET" for method, _, _ in proxy.seen)
+
+    assert _ids([first, *rest]) == ["e1", "e2", "e3", "e4", "e5"]
+    assert (read_first, read_all) == (1, 9)
+
+
 # The app's own operations
 
 

@@ -51,7 +51,7 @@ def time_range(since: datetime | None, until: datetime | None, default_days: int
     return since, until
 
 
-def _criteria(table, partition_key, row_key, operation, user) -> list[str]:
+def _criteria(table=None, partition_key=None, row_key=None, operation=None, user=None) -> list[str]:
     clauses = []
     if table is not None:
         clauses.append(f"tableName eq {_literal(validate_table_name(table))}")
@@ -74,18 +74,9 @@ def _days(since: datetime, until: datetime) -> Iterator[date]:
         yield first + timedelta(days=offset)
 
 
-def find_entries(
-    storage: Storage,
-    table: str | None = None,
-    partition_key: str | None = None,
-    row_key: str | None = None,
-    operation: str | None = None,
-    user: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> list[dict]:
-    """Every matching entry as one list: for short ranges; iter_entries or entries_page otherwise."""
-    return list(iter_entries(storage, table, partition_key, row_key, operation, user, since, until))
+def find_entries(storage: Storage, **criteria) -> list[dict]:
+    """Every entry iter_entries finds, as one list: for short ranges; iter_entries or entries_page otherwise."""
+    return list(iter_entries(storage, **criteria))
 
 
 def iter_entries(
@@ -109,22 +100,19 @@ def iter_entries(
 
 def entries_page(
     storage: Storage,
-    table: str | None = None,
-    partition_key: str | None = None,
-    row_key: str | None = None,
-    operation: str | None = None,
-    user: str | None = None,
+    *,
     since: datetime | None = None,
     until: datetime | None = None,
     continuation: str | None = None,
     limit: int = PAGE_ENTRIES,
+    **criteria,
 ) -> tuple[list[dict], str | None]:
     """One page of iter_entries: at most `limit` entries and about PAGE_BYTES of JSON, and the
     continuation token of the next page (None after the last). A token carries the range of its first
     page (a default `until` stays fixed) and is refused with other criteria or another range."""
     if not isinstance(limit, int) or not 1 <= limit <= PAGE_ENTRIES:
         raise InvalidInput(f"invalid limit {limit!r}: expected 1 to {PAGE_ENTRIES} entries per page")
-    clauses = _criteria(table, partition_key, row_key, operation, user)
+    clauses = _criteria(**criteria)
     resume = None
     if continuation is not None:
         since, until, resume = _resume(continuation, clauses, since, until)

@@ -73,4 +73,4 @@ def seed_table(service: TableServiceClient, table: str, count: int) -> int:
     """Create the table if needed and upsert `count` sample entities into it."""
     with contextlib.suppress(ResourceExistsError):
         service.create_table(table)
-    return submit_operations(service.get_table_client(table), upsert_operations(candidates(count)))
+    return submit_operations(service.get_table_client(table), upsert_operations(candidates(count))).written

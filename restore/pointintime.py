@@ -50,7 +50,7 @@ from tablebackup.backupformat import Manifest
 from tablebackup.chain import state_entities
 from tablebackup.clients import Storage
 from tablebackup.erasures import Erasures
-from tablebackup.errors import InvalidInput, NotFound
+from tablebackup.errors import BackupError, InvalidInput, NotFound
 from tablebackup.names import validate_table_name
 from tablebackup.odatafilter import ODataFilter, parse_filter
 from tablebackup.tablequery import iter_pages, odata_string
@@ -424,7 +424,11 @@ def undelete(
         if not dry_run:
             if not table_exists(storage, target):
                 create_table(storage, target)
-            submit_operations(client, [("insert", state)], workers=1)  # insert: never overwrites
+            outcome = submit_operations(client, [("insert", state)], workers=1)  # insert: never overwrites
+            if not outcome.written:
+                raise BackupError(
+                    f"table {target!r} got {described} from another writer while undelete ran: nothing was written"
+                )
         result["restored"] = 1
     else:
         manifest = _backup_holding(storage, table, key, deleted.timestamp if deleted else None)

@@ -157,7 +157,11 @@ def restore(
                 pass
         else:
             workers = storage.settings.restore_workers
-            submit_operations(client, operations, workers=workers, on_progress=on_progress)
+            outcome = submit_operations(client, operations, workers=workers, on_progress=on_progress)
+            # What this run wrote, not what it planned: an insert whose entity another writer put
+            # there meanwhile is skipped; a delete of an entity already gone is not counted.
+            tally.restored, tally.deleted = outcome.written, outcome.deleted
+            tally.skipped += outcome.existing
         telemetry.record_volume("restore", target, tally.restored + tally.deleted)
     result.restored, result.deleted, result.skipped = tally.restored, tally.deleted, tally.skipped
     result.erased = erased.skipped

@@ -4,23 +4,32 @@ the 4 MiB payload limit per batch, several batches in flight.
 Batches are built as the service's own multipart $batch requests from entities in backup-line form,
 so each entity's JSON, with its @odata.type annotations, goes to the service exactly as it was
 backed up (no SDK entity model in between, which would turn Int64 into Int32 and cut DateTimes).
+
+A $batch is a POST, which the SDK does not retry after a dropped connection or a read timeout, and
+any of its answers may be lost after the service applied it. So batches are retried here, on 408,
+429 and 5xx answers, dropped connections, timeouts and cut bodies alike; and a retry refused because
+an insert finds its entity (409) or a delete finds it gone (404) asks the target whether the lost
+attempt landed (tablebackup.landed). The outcome counts only what this run wrote.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import orjson
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient
 
 from tablebackup.entities import writable
 from tablebackup.errors import BackupError, StorageUnavailable
+from tablebackup.landed import batch_landed
 
 MAX_BATCH_OPERATIONS = 100
 # The service allows 4 MiB per batch request; leave room for the multipart framing.
@@ -34,6 +43,40 @@ ACTIONS = tuple(_METHODS)
 
 Operation = tuple[str, dict]
 _STATUS_RE = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
+# Answers to a whole $batch that a retry may get past; any of them may follow an applied batch.
+_RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+# When the client's pipeline has no retry policy to copy (STORAGE_RETRIES' defaults).
+_DEFAULT_RETRIES, _DEFAULT_BACKOFF, _DEFAULT_BACKOFF_MAX = 5, 0.8, 60.0
+MAX_ERRORS = 20
+
+
+@dataclass
+class WriteOutcome:
+    """What a run of operations really did to the target."""
+
+    written: int = 0  # inserts, replaces and merges this run applied
+    deleted: int = 0  # deletes this run applied
+    existing: int = 0  # inserts refused because the entity was there, not written by this run
+    gone: int = 0  # deletes of entities already gone, not by this run
+    failed: int = 0  # operations the service refused (with isolate_refusals)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def handled(self) -> int:
+        return self.written + self.deleted + self.existing + self.gone + self.failed
+
+    def add(self, other: WriteOutcome) -> None:
+        self.written += other.written
+        self.deleted += other.deleted
+        self.existing += other.existing
+        self.gone += other.gone
+        self.failed += other.failed
+        self.errors += other.errors[: max(0, MAX_ERRORS - len(self.errors))]
+
+    def applied(self, batch: list[tuple[str, dict, bytes]]) -> None:
+        deletes = sum(1 for action, _, _ in batch if action == "delete")
+        self.deleted += deletes
+        self.written += len(batch) - deletes
 
 
 def upsert_operations(entities: Iterable[dict], action: str = "replace") -> Iterator[Operation]:
@@ -117,13 +160,40 @@ def _failure(content: bytes) -> tuple[int, int | None, str] | None:
     return int(status), index, message
 
 
-def _send(client: TableClient, batch: list[tuple[str, dict, bytes]]) -> int:
-    """Submit one batch; deletes of entities already gone are dropped and the rest resubmitted."""
-    while batch:
+@dataclass(frozen=True)
+class _Retry:
+    retries: int
+    backoff: float
+    backoff_max: float
+
+    @classmethod
+    def of(cls, client: TableClient) -> _Retry:
+        """The client's own retry settings (STORAGE_RETRIES and its backoff), found in its pipeline."""
+        try:
+            policies = client._client._client._pipeline._impl_policies
+        except AttributeError:
+            policies = []
+        for policy in policies:
+            if hasattr(policy, "total_retries") and hasattr(policy, "backoff_factor"):
+                return cls(policy.total_retries, policy.backoff_factor, policy.backoff_max)
+        return cls(_DEFAULT_RETRIES, _DEFAULT_BACKOFF, _DEFAULT_BACKOFF_MAX)
+
+    def wait(self, retry: int) -> None:
+        time.sleep(min(self.backoff_max, self.backoff * 2 ** (retry - 1)))
+
+
+def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: _Retry) -> tuple[bytes, bool]:
+    """POST the batch until the service answers it; returns the answer and whether an earlier
+    attempt may have been applied (its answer lost)."""
+    base = client.url.split("?")[0].rstrip("/")
+    ambiguous = False
+    for attempt in range(retry.retries + 1):
+        if attempt:
+            retry.wait(attempt)
         boundary, body = _multipart(client, batch)
         request = HttpRequest(
             "POST",
-            f"{client.url.split('?')[0].rstrip('/')}/$batch",
+            f"{base}/$batch",
             content=body,
             headers={
                 "Content-Type": f"multipart/mixed; boundary={boundary}",
@@ -133,30 +203,74 @@ def _send(client: TableClient, batch: list[tuple[str, dict, bytes]]) -> int:
             },
         )
         try:
-            response = client._client.send_request(request, stream=True)
+            # retry_total=0: the retries are ours, so we know when an answer was lost.
+            response = client._client.send_request(request, stream=True, retry_total=0)
             content = response.read()
-        except AzureError as error:
+        except ClientAuthenticationError as error:
             raise StorageUnavailable(
                 f"writing to table {client.table_name!r} failed: {str(error).splitlines()[0]}"
             ) from error
-        if response.status_code != 202:
-            raise BackupError(
-                f"writing to table {client.table_name!r} failed with HTTP {response.status_code}: "
-                f"{content[:200].decode(errors='replace').strip()}"
-            )
+        except AzureError as error:
+            if attempt == retry.retries:
+                raise StorageUnavailable(
+                    f"writing to table {client.table_name!r} failed: {str(error).splitlines()[0]}"
+                ) from error
+            ambiguous = True  # dropped, timed out or cut: the service may have applied it
+            continue
+        if response.status_code == 202:
+            return content, ambiguous
+        text = content[:200].decode(errors="replace").strip()
+        if response.status_code not in _RETRY_STATUSES or attempt == retry.retries:
+            raise BackupError(f"writing to table {client.table_name!r} failed with HTTP {response.status_code}: {text}")
+        ambiguous = True
+    raise AssertionError("unreachable")
+
+
+def _refusal(client: TableClient, entity: dict, status: int, message: str) -> str:
+    return (
+        f"writing to table {client.table_name!r} failed at PartitionKey={entity['PartitionKey']!r} "
+        f"RowKey={entity['RowKey']!r}: HTTP {status}: {message}"
+    )
+
+
+def _send(
+    client: TableClient, batch: list[tuple[str, dict, bytes]], retry: _Retry, isolate_refusals: bool = False
+) -> WriteOutcome:
+    """Submit one batch and find out what it did. An insert of an entity that is there and a
+    delete of one that is gone are dropped (after asking whether a lost attempt of this batch put
+    them so) and the rest resubmitted; with isolate_refusals any other refused operation is counted
+    as failed and the rest still written, else it fails the whole write."""
+    outcome = WriteOutcome()
+    while batch:
+        content, ambiguous = _post(client, batch, retry)
         failure = _failure(content)
         if failure is None:
-            return len(batch)
+            outcome.applied(batch)
+            return outcome
         status, index, message = failure
-        if status == 404 and index is not None and batch[index][0] == "delete":
-            batch = batch[:index] + batch[index + 1 :]  # already deleted: nothing to do
-            continue
-        entity = batch[index if index is not None and index < len(batch) else 0][1]
-        raise BackupError(
-            f"writing to table {client.table_name!r} failed at PartitionKey={entity['PartitionKey']!r} "
-            f"RowKey={entity['RowKey']!r}: HTTP {status}: {message}"
-        )
-    return 0
+        known = index is not None and index < len(batch)
+        action, entity, _ = batch[index if known else 0]
+        settled = known and ((status == 409 and action == "insert") or (status == 404 and action == "delete"))
+        if settled and ambiguous and batch_landed(client, [(a, e) for a, e, _ in batch]):
+            outcome.applied(batch)  # the lost attempt applied it all: this run wrote it
+            return outcome
+        if settled:
+            if action == "insert":
+                outcome.existing += 1
+            else:
+                outcome.gone += 1
+        elif isolate_refusals and 400 <= status < 500:
+            if not known and len(batch) > 1:
+                for one in batch:  # the service did not say which: find out one at a time
+                    outcome.add(_send(client, [one], retry, isolate_refusals))
+                return outcome
+            outcome.failed += 1
+            if len(outcome.errors) < MAX_ERRORS:
+                outcome.errors.append(_refusal(client, entity, status, message))
+        else:
+            raise BackupError(_refusal(client, entity, status, message))
+        batch = [operation for position, operation in enumerate(batch) if position != (index if known else 0)]
+    return outcome
 
 
 def submit_operations(
@@ -165,31 +279,32 @@ def submit_operations(
     *,
     workers: int = DEFAULT_WORKERS,
     on_progress: Callable[[int], None] | None = None,
-) -> int:
-    """Submit operations (entities in backup-line form) in batches, `workers` batches in flight.
-    Returns how many operations were submitted. Feed them in key order so partitions batch well."""
-    done = 0
+    isolate_refusals: bool = False,
+) -> WriteOutcome:
+    """Submit operations (entities in backup-line form) in batches, `workers` batches in flight,
+    and return what they did. Feed them in key order so partitions batch well. With
+    isolate_refusals an operation the service refuses costs only itself (counted in `failed`)."""
+    outcome = WriteOutcome()
+    retry = _Retry.of(client)
     pending: set[Future] = set()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="table-batch") as pool:
         try:
             for batch in _batches(operations):
                 if len(pending) >= workers * 2:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    done += _collect(finished, on_progress, done)
-                pending.add(pool.submit(_send, client, batch))
+                    _collect(finished, on_progress, outcome)
+                pending.add(pool.submit(_send, client, batch, retry, isolate_refusals))
             finished, pending = wait(pending)
-            done += _collect(finished, on_progress, done)
+            _collect(finished, on_progress, outcome)
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
-    return done
+    return outcome
 
 
-def _collect(finished: set[Future], on_progress, done: int) -> int:
-    count = 0
+def _collect(finished: set[Future], on_progress, outcome: WriteOutcome) -> None:
     for future in finished:
-        count += future.result()
+        outcome.add(future.result())
         if on_progress:
-            on_progress(done + count)
-    return count
+            on_progress(outcome.handled)

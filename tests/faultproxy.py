@@ -10,7 +10,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +40,8 @@ class FaultProxy:
         self.fail_matching: str | None = None  # answer 503 to requests whose path contains this
         self.fail_matching_times: int | None = None  # ... this many times (None: always)
         self.after_faults: list[AfterFault] = []
+        # Called with (method, path) before a request goes through: another writer acting meanwhile.
+        self.before_forward: Callable[[str, str], None] | None = None
         self._lock = threading.Lock()
         proxy = self
 
@@ -73,6 +75,8 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                if proxy.before_forward:
+                    proxy.before_forward(self.command, self.path)
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
                 upstream.request(self.command, self.path, body=body or None, headers=headers)

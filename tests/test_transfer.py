@@ -17,7 +17,6 @@ from tablebackup.errors import InvalidInput, NotFound
 from tablebackup.tablewriter import submit_operations, upsert_operations
 from tests.test_backup_fidelity import _entities
 from tests.wire import table_state
-from transfer.entity_writes import write_operations
 from transfer.exporter import ExportRequest, export_table
 from transfer.importer import ImportRequest, import_entities
 from transfer.records import MalformedInput
@@ -395,7 +394,7 @@ def test_inserts_of_entities_that_already_exist_are_counted_not_failed(storage, 
     _write(client, [{"PartitionKey": "p", "RowKey": "2", "v": "first"}])
     inserts = [("insert", {"PartitionKey": "p", "RowKey": f"{n}", "v": "second"}) for n in range(1, 4)]
 
-    outcome = write_operations(client, inserts, workers=2)
+    outcome = submit_operations(client, inserts, workers=2, isolate_refusals=True)
 
     assert (outcome.written, outcome.existing, outcome.failed) == (2, 1, 0)
     assert table_state(client)[("p", "2")]["v"] == ("Edm.String", "first")

@@ -23,8 +23,8 @@ from tablebackup.entities import service_order
 from tablebackup.errors import BackupError, InvalidInput
 from tablebackup.reconcile import Tally, plan_operations
 from tablebackup.tables import create_table, table_exists
+from tablebackup.tablewriter import submit_operations
 from tablebackup.targets import resolve_target
-from transfer.entity_writes import write_operations
 from transfer.formats import check_format, open_content, read_records
 from transfer.records import MAX_PROBLEMS, MalformedInput, Problem
 from transfer.sources import Source
@@ -157,11 +157,13 @@ def import_entities(
         result.imported, result.skipped = tally.restored, tally.skipped + erased.skipped
     else:
         label = f"import {request.table}"
-        outcome = write_operations(
+        # One entity the service refuses costs only itself; the counts are what this run wrote.
+        outcome = submit_operations(
             client,
             operations,
             workers=storage.settings.restore_workers,
             on_progress=(lambda count: on_progress(label, count)) if on_progress else None,
+            isolate_refusals=True,
         )
         result.imported, result.failed, result.errors = outcome.written, outcome.failed, outcome.errors
         result.skipped = tally.skipped + outcome.existing + erased.skipped

@@ -23,7 +23,7 @@ from tablebackup.backupformat import (
 )
 from tablebackup.clients import Storage
 from tablebackup.errors import BackupError, NotFound, StorageUnavailable
-from tablebackup.names import validate_table_name
+from tablebackup.names import table_key, validate_table_name
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,20 @@ def tables_to_back_up(storage: Storage, tables: list[str] | None = None, *, ever
     """The tables named, else every table in the account (--all or BACKUP_TABLES=*), else the
     configured BACKUP_TABLES / TABLE_NAME."""
     if tables:
-        return [validate_table_name(table) for table in dict.fromkeys(tables)]
+        return _one_per_table(validate_table_name(table) for table in tables)
     configured = None if every_table else storage.settings.scheduled_tables
     if configured is not None:
-        return configured
+        return _one_per_table(configured)
     try:
         return sorted(table.name for table in storage.source_tables.list_tables())
     except AzureError as error:
         raise StorageUnavailable(f"listing the account's tables failed: {str(error).splitlines()[0]}") from error
+
+
+def _one_per_table(tables) -> list[str]:
+    """Each table once, however often and in whatever case it was named (names are case-insensitive:
+    `Orders` and `orders` are one table, with one backup id)."""
+    return list({table_key(table): table for table in reversed(list(tables))}.values())[::-1]
 
 
 def execute_item(

@@ -26,7 +26,7 @@ from tablebackup import catalog
 from tablebackup.backupformat import manifest_blob_name
 from tablebackup.clients import Storage
 from tablebackup.errors import BackupError, InvalidInput, StorageUnavailable
-from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
+from tablebackup.names import BACKUP_ID_RE, table_key, validate_backup_id, validate_table_name
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ def prune(
     table is reported under `failed` and the others still run. Each table's deletions are audited."""
     # Refuse bad input before anything is read.
     _validate_counts(keep_daily, keep_weekly, keep_monthly)
-    names = [validate_table_name(table) for table in dict.fromkeys(tables)] if tables else None
+    # One plan per table, however its name is spelled: plan() finds every spelling's backups.
+    names = list({table_key(validate_table_name(t)): t for t in tables}.values()) if tables else None
     now = _utc(now)
     if names is None:
         names = catalog.backed_up_tables(storage.backups)

@@ -25,7 +25,7 @@ from tablebackup.clients import Storage
 from tablebackup.erasures import Erasures
 from tablebackup.errors import InvalidInput, NotFound
 from tablebackup.integrity import check_whole_backup
-from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
+from tablebackup.names import BACKUP_ID_RE, table_key, validate_backup_id, validate_table_name
 from tablebackup.odatafilter import ODataFilter, parse_filter
 from tablebackup.reconcile import MODES, Tally, plan_operations
 from tablebackup.tables import create_table, table_exists
@@ -95,7 +95,7 @@ def choose_backup(storage: Storage, table: str, backup: str | None, as_of: datet
         return catalog.latest_backup(storage.backups, table)
     if backup is not None:
         manifest = catalog.read_manifest(storage.backups, validate_backup_id(backup))
-        if manifest.table != table:
+        if table_key(manifest.table) != table_key(table):
             raise InvalidInput(f"backup {backup!r} is of table {manifest.table!r}, not {table!r}")
         return manifest
     instant = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)

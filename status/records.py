@@ -18,7 +18,7 @@ from tablebackup import catalog
 from tablebackup.backupformat import MANIFEST_BLOB
 from tablebackup.clients import Storage
 from tablebackup.errors import NotFound, StorageUnavailable
-from tablebackup.names import BACKUP_ID_RE
+from tablebackup.names import BACKUP_ID_RE, table_key
 from tablebackup.tablequery import odata_string
 
 # The old daily function's backups: `<table>-2025-01-13T02-00-00-000Z.json` at the container's root.
@@ -54,20 +54,23 @@ def list_table(storage: Storage, table: str) -> Listing:
     seen: dict[str, bool] = {}
     legacy = []
     try:
-        for blob in storage.backups.list_blobs(name_starts_with=f"{table}-"):
-            backup_id, _, leaf = blob.name.partition("/")
-            match = BACKUP_ID_RE.match(backup_id)
-            if match and match["table"] == table:
-                seen[backup_id] = seen.get(backup_id, False) or leaf == MANIFEST_BLOB
-                continue
-            old = _LEGACY_RE.match(blob.name)
-            if old and old["table"] == table:
-                legacy.append(datetime.strptime(old["stamp"], "%Y-%m-%dT%H-%M-%S-%fZ").replace(tzinfo=UTC))
+        # Table names are case-insensitive: new ids use the lowercase name, older ones any spelling.
+        for spelling in dict.fromkeys([table, *catalog.spellings(storage.backups, table)]):
+            for blob in storage.backups.list_blobs(name_starts_with=f"{spelling}-"):
+                backup_id, _, leaf = blob.name.partition("/")
+                match = BACKUP_ID_RE.match(backup_id)
+                if match and match["table"] == spelling:
+                    seen[backup_id] = seen.get(backup_id, False) or leaf == MANIFEST_BLOB
+                    continue
+                old = _LEGACY_RE.match(blob.name)
+                if old and old["table"] == spelling:
+                    legacy.append(datetime.strptime(old["stamp"], "%Y-%m-%dT%H-%M-%S-%fZ").replace(tzinfo=UTC))
     except ResourceNotFoundError:
         return Listing()
     except AzureError as error:
         raise StorageUnavailable(f"listing the backups of {table!r} failed: {str(error).splitlines()[0]}") from error
-    return Listing(attempts=sorted(seen.items(), reverse=True), legacy=sorted(legacy))
+    newest_first = sorted(seen.items(), key=lambda item: (BACKUP_ID_RE.match(item[0])["stamp"], item[0]), reverse=True)
+    return Listing(attempts=newest_first, legacy=sorted(legacy))
 
 
 @dataclass(frozen=True)
@@ -147,16 +150,22 @@ def newest_rows(client: TableClient, query: str, count: int, select: list[str] |
     return found[:count]
 
 
+def _table_partition(table: str) -> str:
+    """Rows keyed by the table: under its canonical (lowercase) name, or as typed by older versions."""
+    names = dict.fromkeys([table_key(table), table])
+    return "(" + " or ".join(f"PartitionKey eq {odata_string(name)}" for name in names) + ")"
+
+
 def last_verification(storage: Storage, table: str) -> dict | None:
     client = storage.tables.get_table_client(storage.settings.verifications_table)
-    rows = newest_rows(client, f"PartitionKey eq {odata_string(table)}", 1)
+    rows = newest_rows(client, _table_partition(table), 1)
     return rows[0] if rows else None
 
 
 def recent_drills(storage: Storage, table: str, kind: str, count: int) -> list[dict]:
     """The newest drills of one kind (entity or full), newest first."""
     client = storage.tables.get_table_client(storage.settings.drills_table)
-    query = f"PartitionKey eq {odata_string(table)} and kind eq {odata_string(kind)}"
+    query = f"{_table_partition(table)} and kind eq {odata_string(kind)}"
     return newest_rows(client, query, count)
 
 
@@ -184,7 +193,7 @@ def erasure_count(storage: Storage, table: str) -> int:
     """Keys registered as erased for the table (counted page by page, nothing kept)."""
     client = storage.tables.get_table_client(storage.settings.erasures_table)
     try:
-        return sum(1 for _ in client.query_entities(f"PartitionKey eq {odata_string(table)}", select=["RowKey"]))
+        return sum(1 for _ in client.query_entities(_table_partition(table), select=["RowKey"]))
     except AzureError as error:
         if _table_missing(error):
             return 0

@@ -44,7 +44,8 @@ GZIP_LEVEL = 1
 
 
 def new_backup_id(table: str, at: datetime) -> str:
-    return f"{table}-{at.astimezone(UTC):%Y%m%dT%H%M%S.%f}Z"
+    # The table's canonical (lowercase) name: one catalog per table, however it is spelled.
+    return f"{table.lower()}-{at.astimezone(UTC):%Y%m%dT%H%M%S.%f}Z"
 
 
 def attempt_leaf(leaf: str, attempt: int) -> str:

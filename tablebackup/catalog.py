@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tablebackup.backupformat import MANIFEST_BLOB, Manifest, manifest_blob_name
 from tablebackup.errors import DamagedBackup, NotFound, StorageUnavailable
-from tablebackup.names import BACKUP_ID_RE, validate_backup_id, validate_table_name
+from tablebackup.names import BACKUP_ID_RE, table_key, validate_backup_id, validate_table_name
 
 # A backup still being written has no manifest yet; after a day an attempt can only be debris of a
 # crashed or abandoned one (retention deletes those).
@@ -48,22 +48,38 @@ def read_manifest(container: ContainerClient, backup_id: str) -> Manifest:
     return manifest
 
 
+def spellings(container: ContainerClient, table: str) -> list[str]:
+    """Every spelling of the table among the backup ids. New ids use the lowercase name; older
+    ones the spelling they were taken under. Only the top level is listed (one entry per backup),
+    and only under the name's first letter in either case."""
+    key = table_key(table)
+    found = {key}
+    for first in dict.fromkeys((key[0], key[0].upper())):
+        for item in container.walk_blobs(name_starts_with=first, delimiter="/"):
+            match = BACKUP_ID_RE.match(item.name.rstrip("/"))
+            if match and table_key(match["table"]) == key:
+                found.add(match["table"])
+    return sorted(found)
+
+
 def backup_attempts(container: ContainerClient, table: str) -> list[tuple[str, bool]]:
-    """Every backup of the table that wrote anything, newest first, with whether it is complete
-    (has its manifest)."""
+    """Every backup of the table, in any spelling, that wrote anything, newest first, with whether
+    it is complete (has its manifest)."""
     validate_table_name(table)
     complete: dict[str, bool] = {}
     try:
-        for blob in container.list_blobs(name_starts_with=f"{table}-"):
-            backup_id, _, leaf = blob.name.partition("/")
-            if BACKUP_ID_RE.match(backup_id):
-                complete[backup_id] = complete.get(backup_id, False) or leaf == MANIFEST_BLOB
+        for spelling in spellings(container, table):
+            # Table names hold no '-': this prefix is this spelling's backups only.
+            for blob in container.list_blobs(name_starts_with=f"{spelling}-"):
+                backup_id, _, leaf = blob.name.partition("/")
+                if BACKUP_ID_RE.match(backup_id):
+                    complete[backup_id] = complete.get(backup_id, False) or leaf == MANIFEST_BLOB
     except ResourceNotFoundError:
         return []  # no container yet: no backups
     except AzureError as error:
         raise _unreachable(container, error) from error
-    # The id's timestamp sorts as text.
-    return sorted(complete.items(), reverse=True)
+    # Newest first by the id's timestamp (it sorts as text), whatever the spelling.
+    return sorted(complete.items(), key=lambda item: (BACKUP_ID_RE.match(item[0])["stamp"], item[0]), reverse=True)
 
 
 def backup_ids(container: ContainerClient, table: str) -> list[str]:
@@ -72,13 +88,13 @@ def backup_ids(container: ContainerClient, table: str) -> list[str]:
 
 
 def backed_up_tables(container: ContainerClient) -> list[str]:
-    """Every table with at least one backup attempt in the container."""
+    """Every table with at least one backup attempt in the container, by its canonical name."""
     tables = set()
     try:
         for blob in container.list_blobs():
             match = BACKUP_ID_RE.match(blob.name.partition("/")[0])
             if match:
-                tables.add(match["table"])
+                tables.add(table_key(match["table"]))
     except ResourceNotFoundError:
         return []
     except AzureError as error:

@@ -20,8 +20,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 
 from tablebackup.clients import Storage
 from tablebackup.errors import InvalidInput, StorageUnavailable
-from tablebackup.names import validate_table_name
-from tablebackup.tablequery import odata_string
+from tablebackup.names import table_key, validate_table_name
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +52,14 @@ def _unreachable(error: AzureError) -> StorageUnavailable:
 
 
 def load(storage: Storage, table: str) -> Erasures:
-    """The register's keys for one table (erasures are few: they fit in memory)."""
+    """The register's keys for one table, under any spelling of its name: erasures are recorded
+    under the canonical name, but registers written before that used the name as typed (erasures
+    are few: the register is read whole and fits in memory)."""
     client = storage.tables.get_table_client(storage.settings.erasures_table)
+    key = table_key(table)
     try:
-        rows = client.query_entities(f"PartitionKey eq {odata_string(table)}", select=["RowKey"])
-        return Erasures(digests={row["RowKey"] for row in rows})
+        rows = client.list_entities(select=["PartitionKey", "RowKey"])
+        return Erasures(digests={row["RowKey"] for row in rows if table_key(row["PartitionKey"]) == key})
     except ResourceNotFoundError:
         return Erasures()
     except AzureError as error:
@@ -83,7 +85,13 @@ def erase(storage: Storage, table: str, partition_key: str, row_key: str, *, rea
         with contextlib.suppress(ResourceExistsError):
             storage.tables.create_table(storage.settings.erasures_table)
         storage.tables.get_table_client(storage.settings.erasures_table).upsert_entity(
-            {"PartitionKey": table, "RowKey": digest, "reason": reason, "actor": actor, "erasedAt": erased_at}
+            {
+                "PartitionKey": table_key(table),
+                "RowKey": digest,
+                "reason": reason,
+                "actor": actor,
+                "erasedAt": erased_at,
+            }
         )
     except AzureError as error:
         raise _unreachable(error) from error

@@ -13,6 +13,14 @@ _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}\Z")
 BACKUP_ID_RE = re.compile(r"^(?P<table>[A-Za-z][A-Za-z0-9]{2,62})-(?P<stamp>[0-9]{8}T[0-9]{6}\.[0-9]{6}Z)\Z")
 
 
+def table_key(name: str) -> str:
+    """The one spelling under which a table's name keys anything the app writes (backup ids, the
+    erasure register, run records, drills, verifications): Azure's table names are
+    case-insensitive, so `Orders` and `orders` are one table. Lookups still match any spelling,
+    for what was written before."""
+    return name.lower()
+
+
 def validate_table_name(name: str) -> str:
     if not isinstance(name, str) or not _TABLE_RE.match(name) or name.lower() == "tables":
         raise InvalidInput(f"invalid table name {name!r}: use 3-63 letters and digits, starting with a letter")

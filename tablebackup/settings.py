@@ -200,7 +200,8 @@ def _parse_required_fields(text: str) -> dict[str, list[str]]:
         properties = [name.strip() for name in names.split(",") if name.strip()]
         if not colon or not properties:
             raise ValueError(f"expected table:field1,field2[;table2:field] but got {group!r}")
-        fields[_as_value_error(validate_table_name, table.strip())] = properties
+        # Keyed by the canonical (lowercase) name: table names are case-insensitive.
+        fields[_as_value_error(validate_table_name, table.strip()).lower()] = properties
     return fields
 
 

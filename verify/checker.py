@@ -20,7 +20,7 @@ from tablebackup.backupformat import Manifest
 from tablebackup.clients import Storage
 from tablebackup.errors import BackupError, DamagedBackup, InvalidInput, NotFound
 from tablebackup.integrity import Findings, inspect_chain
-from tablebackup.names import validate_backup_id, validate_table_name
+from tablebackup.names import table_key, validate_backup_id, validate_table_name
 from tablebackup.tablequery import iter_pages
 from verify import results
 
@@ -157,7 +157,7 @@ def _verify(storage: Storage, table: str, backup: str | None, now: datetime) -> 
     validate_table_name(table)
     if backup is not None:
         validate_backup_id(backup)
-        if not backup.startswith(f"{table}-"):
+        if not table_key(backup).startswith(f"{table_key(table)}-"):
             raise InvalidInput(f"backup {backup!r} is not a backup of table {table!r}")
     max_age = storage.settings.backup_max_age_hours
     attempts = catalog.backup_attempts(storage.backups, table)
@@ -180,7 +180,7 @@ def _verify(storage: Storage, table: str, backup: str | None, now: datetime) -> 
         result.add("manifest", False, str(error))
     else:
         result.add("manifest", True, f"{manifest.format} v{manifest.format_version}, {manifest.entities} entities")
-        _check_chain(storage, manifest, storage.settings.required_fields_by_table.get(table, []), result)
+        _check_chain(storage, manifest, storage.settings.required_fields_by_table.get(table_key(table), []), result)
         _check_live_count(storage, manifest, result)
     if newest is None:
         result.add("recovery point", False, f"table {table!r} has no complete backup")
@@ -223,9 +223,10 @@ def _report_unfinished(attempts: list[tuple[str, bool]], now: datetime, result: 
 def verify_all(storage: Storage, *, now: datetime | None = None) -> list[Verification]:
     """The newest complete backup of every table that has backups, plus every scheduled table (so a
     table that was never backed up fails)."""
-    tables = set(catalog.backed_up_tables(storage.backups))
-    tables |= set(storage.settings.scheduled_tables or [])
-    return [verify_backup(storage, table, now=now) for table in sorted(tables)]
+    # One verification per table, however its name is spelled; the setting's spelling wins.
+    tables = {table_key(table): table for table in catalog.backed_up_tables(storage.backups)}
+    tables |= {table_key(table): table for table in storage.settings.scheduled_tables or []}
+    return [verify_backup(storage, tables[key], now=now) for key in sorted(tables)]
 
 
 def verify_and_record(
@@ -242,7 +243,7 @@ def verify_and_record(
         results.save_row(
             storage,
             storage.settings.verifications_table,
-            outcome.table,
+            table_key(outcome.table),
             outcome.verified_at,
             {"ok": outcome.ok, "backup": outcome.backup or "", "checks": outcome.as_json()["checks"]},
         )

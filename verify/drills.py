@@ -20,7 +20,7 @@ from tablebackup.chain import state_entities
 from tablebackup.clients import Storage
 from tablebackup.entities import decode_line, encode_line, writable
 from tablebackup.errors import BackupError
-from tablebackup.names import validate_table_name
+from tablebackup.names import table_key, validate_table_name
 from tablebackup.tablequery import iter_pages, odata_string
 from verify import results
 from verify.checker import Check
@@ -168,7 +168,7 @@ def _drop(storage: Storage, scratch: str) -> None:
 
 def _record(storage: Storage, drill: Drill) -> None:
     report = drill.as_json()
-    results.save_row(storage, storage.settings.drills_table, drill.table, drill.at, report)
+    results.save_row(storage, storage.settings.drills_table, table_key(drill.table), drill.at, report)
     context = {"table": drill.table, "backup": drill.backup, "ok": drill.ok}
     if drill.ok:
         log.info("drill passed: table=%s backup=%s kind=%s", drill.table, drill.backup, drill.kind, extra=context)

@@ -13,7 +13,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 
 from tablebackup.clients import Storage
 from tablebackup.errors import StorageUnavailable
-from tablebackup.tablequery import odata_string
+from tablebackup.names import table_key
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,16 @@ def save_row(storage: Storage, table: str, partition: str, at: datetime, fields:
 
 
 def read_rows(storage: Storage, table: str, partition: str | None, limit: int) -> list[dict]:
-    """The newest rows first, of one partition or all (history tables stay small)."""
+    """The newest rows first, of one partition or all (history tables stay small). A partition
+    is a table's name: rows written under any spelling of it are found."""
     client = storage.tables.get_table_client(table)
     try:
-        rows = (
-            client.query_entities(f"PartitionKey eq {odata_string(partition)}") if partition else client.list_entities()
-        )
-        found = [{name: _parsed(value) for name, value in row.items()} for row in rows]
+        rows = client.list_entities()
+        found = [
+            {name: _parsed(value) for name, value in row.items()}
+            for row in rows
+            if partition is None or table_key(row["PartitionKey"]) == table_key(partition)
+        ]
     except AzureError as error:
         if "TableNotFound" in str(error):
             return []

@@ -12,11 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import orjson
-from azure.core.exceptions import AzureError, ServiceResponseError
+from azure.core.exceptions import AzureError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient
 
 from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
+from tablebackup.retrysettings import RetrySettings
 
 _HEADERS = {
     "Accept": "application/json;odata=minimalmetadata",
@@ -25,7 +26,6 @@ _HEADERS = {
 }
 
 Page = list[dict]
-_BODY_ATTEMPTS = 3
 _Continuation = tuple[str, str | None] | None
 
 
@@ -48,26 +48,37 @@ def _error_message(response) -> str:
         return response.reason or f"HTTP {response.status_code}"
 
 
+def _unreachable(client: TableClient, error: AzureError) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"table storage at {client.url.split('?')[0]} is unreachable: {str(error).splitlines()[0]}"
+    )
+
+
 def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tuple[Page, _Continuation]:
     query = dict(params)
     if continuation:
         query["NextPartitionKey"] = continuation[0]
         if continuation[1] is not None:
             query["NextRowKey"] = continuation[1]
-    for attempt in range(1, _BODY_ATTEMPTS + 1):
+    retry = RetrySettings.of(client)
+    for attempt in range(retry.retries + 1):
+        if attempt:
+            retry.wait(attempt)
         request = HttpRequest("GET", f"/{client.table_name}()?{_query_string(query)}", headers=_HEADERS)
         try:
             # The generated client's send_request runs the SDK pipeline: auth, retry with backoff.
             # stream=True keeps the pipeline from parsing the JSON a second time with the stdlib.
             response = client._client.send_request(request, stream=True)
+        except AzureError as error:
+            raise _unreachable(client, error) from error
+        try:
             content = response.read()
             break
         except AzureError as error:
-            # The pipeline retried the request; a body cut off mid-read is retried here.
-            if attempt == _BODY_ATTEMPTS or not isinstance(error, ServiceResponseError):
-                raise StorageUnavailable(
-                    f"table storage at {client.url.split('?')[0]} is unreachable: {str(error).splitlines()[0]}"
-                ) from error
+            # A body cut off mid-read (IncompleteRead, a broken chunked encoding, a read timeout)
+            # comes after the pipeline's retries: the page is asked for again here.
+            if attempt == retry.retries:
+                raise _unreachable(client, error) from error
     if response.status_code == 404:
         raise NotFound(f"table {client.table_name!r} does not exist in account {client.account_name!r}")
     if response.status_code == 400 and "$filter" in params:

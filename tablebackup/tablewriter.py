@@ -15,7 +15,6 @@ attempt landed (tablebackup.landed). The outcome counts only what this run wrote
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -30,6 +29,7 @@ from azure.data.tables import TableClient
 from tablebackup.entities import writable
 from tablebackup.errors import BackupError, StorageUnavailable
 from tablebackup.landed import batch_landed
+from tablebackup.retrysettings import RetrySettings
 
 MAX_BATCH_OPERATIONS = 100
 # The service allows 4 MiB per batch request; leave room for the multipart framing.
@@ -45,8 +45,6 @@ Operation = tuple[str, dict]
 _STATUS_RE = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
 # Answers to a whole $batch that a retry may get past; any of them may follow an applied batch.
 _RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
-# When the client's pipeline has no retry policy to copy (STORAGE_RETRIES' defaults).
-_DEFAULT_RETRIES, _DEFAULT_BACKOFF, _DEFAULT_BACKOFF_MAX = 5, 0.8, 60.0
 MAX_ERRORS = 20
 
 
@@ -160,29 +158,7 @@ def _failure(content: bytes) -> tuple[int, int | None, str] | None:
     return int(status), index, message
 
 
-@dataclass(frozen=True)
-class _Retry:
-    retries: int
-    backoff: float
-    backoff_max: float
-
-    @classmethod
-    def of(cls, client: TableClient) -> _Retry:
-        """The client's own retry settings (STORAGE_RETRIES and its backoff), found in its pipeline."""
-        try:
-            policies = client._client._client._pipeline._impl_policies
-        except AttributeError:
-            policies = []
-        for policy in policies:
-            if hasattr(policy, "total_retries") and hasattr(policy, "backoff_factor"):
-                return cls(policy.total_retries, policy.backoff_factor, policy.backoff_max)
-        return cls(_DEFAULT_RETRIES, _DEFAULT_BACKOFF, _DEFAULT_BACKOFF_MAX)
-
-    def wait(self, retry: int) -> None:
-        time.sleep(min(self.backoff_max, self.backoff * 2 ** (retry - 1)))
-
-
-def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: _Retry) -> tuple[bytes, bool]:
+def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: RetrySettings) -> tuple[bytes, bool]:
     """POST the batch until the service answers it; returns the answer and whether an earlier
     attempt may have been applied (its answer lost)."""
     base = client.url.split("?")[0].rstrip("/")
@@ -234,7 +210,7 @@ def _refusal(client: TableClient, entity: dict, status: int, message: str) -> st
 
 
 def _send(
-    client: TableClient, batch: list[tuple[str, dict, bytes]], retry: _Retry, isolate_refusals: bool = False
+    client: TableClient, batch: list[tuple[str, dict, bytes]], retry: RetrySettings, isolate_refusals: bool = False
 ) -> WriteOutcome:
     """Submit one batch and find out what it did. An insert of an entity that is there and a
     delete of one that is gone are dropped (after asking whether a lost attempt of this batch put
@@ -285,7 +261,7 @@ def submit_operations(
     and return what they did. Feed them in key order so partitions batch well. With
     isolate_refusals an operation the service refuses costs only itself (counted in `failed`)."""
     outcome = WriteOutcome()
-    retry = _Retry.of(client)
+    retry = RetrySettings.of(client)
     pending: set[Future] = set()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="table-batch") as pool:
         try:

@@ -12,8 +12,9 @@ from backup.runs import run_status
 from localdev.sample import seed_table
 from tablebackup import catalog
 from tablebackup.backupformat import read_data_lines
+from tablebackup.clients import Storage
 from tablebackup.settings import get_settings
-from tests.faultproxy import blobs_through_proxy
+from tests.faultproxy import blobs_through_proxy, tables_through_proxy
 from tests.test_cli import run_cli
 from tests.test_fanout import backup_blob_names, daily_run
 
@@ -86,3 +87,18 @@ def test_a_work_item_delivered_again_after_its_backup_completed_succeeds_without
     assert [item["status"] for item in status["items"]] == ["done"]
     [listed] = catalog.list_backups(storage.backups, table)
     assert backup_blob_names(storage, table) == [f"{listed.backup}/data.ndjson.gz", f"{listed.backup}/manifest.json"]
+
+
+def test_a_table_page_whose_body_is_cut_is_read_again(storage, monkeypatch, azurite_connection_string, unique_name):
+    table = unique_name("cut")
+    seed_table(storage.tables, table, 2_500)
+    with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
+        # The second page's body stops halfway (IncompleteRead), twice.
+        proxy.after("cut", method="GET", path="NextPartitionKey", times=2)
+
+        manifest = backup_table(Storage.from_settings(), table)
+
+    assert proxy.after_faults[0].times == 0
+    assert manifest.entities == 2_500
+    lines = list(read_data_lines(storage.backups, manifest))
+    assert len(lines) == len(set(lines)) == 2_500

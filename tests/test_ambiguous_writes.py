@@ -4,18 +4,22 @@ from what the target holds. The counts are what this run wrote, nothing more, no
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import pytest
 
 from audit.queries import find_entries
 from backup.archiver import backup_table
 from localdev.sample import seed_table
+from restore.pointintime import undelete
 from restore.restorer import RestoreRequest, restore
 from tablebackup.backupformat import read_data_lines
 from tablebackup.entities import decode_line
 from tablebackup.settings import get_settings
 from tablebackup.tablewriter import submit_operations, upsert_operations
 from tests.faultproxy import tables_through_proxy
+from tests.test_pointintime import A, Trail
 from tests.wire import table_state
 from transfer.importer import ImportRequest, import_entities
 from transfer.sources import FileSource
@@ -144,3 +148,22 @@ def test_one_refused_entity_costs_only_itself_and_the_counts_stay_true(storage, 
     assert (result.imported, result.skipped, result.failed) == (399, 0, 1)
     assert "RowKey='0250'" in result.errors[0] and "HTTP 400" in result.errors[0]
     assert len(table_state(storage.tables.get_table_client(target))) == 399
+
+
+@pytest.mark.parametrize("source", ["audit", "backup"])
+def test_undelete_whose_insert_answer_was_lost_reports_it_restored(audit_storage, proxy, unique_name, source):
+    table = unique_name("undel")
+    seed_table(audit_storage.tables, table, 10)
+    trail = Trail(audit_storage, table)
+    original = table_state(trail.client)
+    if source == "backup":
+        backup_table(audit_storage, table)
+    deleted_at = datetime.now(UTC) - timedelta(minutes=5 if source == "audit" else 0)
+    trail.delete(A, deleted_at, audit_before=source == "audit")
+    proxy.after(500, method="POST", path="/$batch")
+
+    result = undelete(_storage(), table, *A, actor="alice")
+
+    assert (result["source"], result["restored"]) == (source, 1)
+    assert _batches(proxy)[:2] == [500, 202]
+    assert table_state(trail.client) == original

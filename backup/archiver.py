@@ -22,7 +22,7 @@ from tablebackup.backupformat import (
     write_manifest,
 )
 from tablebackup.clients import Storage
-from tablebackup.errors import BackupError, NotFound, StorageUnavailable
+from tablebackup.errors import BackupError, DamagedBackup, NotFound, StorageUnavailable
 from tablebackup.names import table_key, validate_table_name
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,14 @@ def backup_table(
 
 
 def _newest(storage: Storage, table: str) -> Manifest | None:
+    """What an incremental builds on: the newest complete backup, or None (take a full one) when
+    there is none or its manifest is refused, so a damaged backup never stops the backups."""
     try:
         return catalog.latest_backup(storage.backups, table)
     except NotFound:
+        return None
+    except DamagedBackup as error:
+        log.warning("taking a full backup instead of an incremental: %s", error, extra={"table": table})
         return None
 
 

@@ -32,7 +32,7 @@ from tablebackup.backupformat import (
 )
 from tablebackup.clients import Storage
 from tablebackup.entities import encode_line
-from tablebackup.errors import BackupError, NotFound, StorageUnavailable
+from tablebackup.errors import BackupError, DamagedBackup, NotFound, StorageUnavailable
 from tablebackup.tablequery import iter_pages, odata_string
 
 # A read stream only pays off with a page (1,000 entities) or more to read.
@@ -80,7 +80,10 @@ def split_points(samples: list[str], parts: int) -> list[str]:
 
 def _previous_full(storage: Storage, table: str) -> Manifest | None:
     for backup_id in catalog.backup_ids(storage.backups, table):
-        manifest = catalog.read_manifest(storage.backups, backup_id)
+        try:
+            manifest = catalog.read_manifest(storage.backups, backup_id)
+        except DamagedBackup:
+            continue  # a refused manifest's key samples are not to be trusted; an older one will do
         if manifest.kind == "full":
             return manifest
     return None

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from azure.data.tables import UpdateMode
 
-from backup.archiver import backup_table
+from backup.archiver import backup_table, backup_tables
 from localdev.host import QueueOutput
 from localdev.sample import seed_table
 from restore.restorer import RestoreRequest, restore
@@ -255,3 +255,16 @@ def test_a_queued_restore_of_a_damaged_backup_fails_in_the_worker_before_writing
     body = orjson.loads(status.get_body())
     assert body["status"] == "failed" and "300 lines, the manifest says 301" in body["error"]
     assert table_state(client) == before and _attempts(storage, client.table_name) == 1
+
+
+def test_a_refused_newest_manifest_does_not_stop_the_backups(storage, backed_up, caplog):
+    client, manifest = backed_up
+    _edit_manifest(storage, manifest.backup, table="elsewhere")
+
+    run = backup_tables(storage, [client.table_name], incremental=True)
+
+    assert run.failures == {}
+    [fresh] = run.backups
+    assert fresh.kind == "full" and fresh.parent is None and fresh.entities == 300
+    assert f"backup {manifest.backup!r} is refused" in caplog.text
+    restore(storage, RestoreRequest(table=client.table_name, backup="latest"))  # the new backup is sound

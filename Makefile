@@ -9,7 +9,9 @@ AZURITE_DIR := .azurite
 
 INFRA_VENV := .venv-infra
 
-setup: $(VENV)/.installed node_modules/.installed $(INFRA_VENV)/.installed chromium
+JS_SDK := tests/js_sdk
+
+setup: $(VENV)/.installed node_modules/.installed $(JS_SDK)/node_modules/.installed $(INFRA_VENV)/.installed chromium
 
 # The status page's browser test runs Debian's chromium headless; as root (CI) it is installed here.
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
@@ -34,6 +36,11 @@ $(INFRA_VENV)/.installed: requirements-infra.txt
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The Azure Tables JS SDK, with which tests write fixtures as JavaScript applications do.
+$(JS_SDK)/node_modules/.installed: $(JS_SDK)/package.json $(JS_SDK)/package-lock.json
+	npm ci --prefix $(JS_SDK) --no-audit --no-fund --loglevel=error
 	@touch $@
 
 demo: setup
@@ -65,4 +72,4 @@ azurite-stop:
 	-$(PY) -m localdev.azurite stop
 
 clean: azurite-stop
-	rm -rf $(VENV) $(INFRA_VENV) node_modules $(AZURITE_DIR) .pytest_cache .ruff_cache .bench
+	rm -rf $(VENV) $(INFRA_VENV) node_modules $(JS_SDK)/node_modules $(AZURITE_DIR) .pytest_cache .ruff_cache .bench

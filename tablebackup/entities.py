@@ -15,6 +15,7 @@ import re
 
 import orjson
 
+from tablebackup import wirejson
 from tablebackup.errors import InvalidInput
 
 TYPE_SUFFIX = "@odata.type"
@@ -45,13 +46,13 @@ def encode_line(wire: dict) -> bytes:
     doubles = [name for name, value in wire.items() if type(value) is float]
     for name in doubles:
         wire[name + TYPE_SUFFIX] = "Edm.Double"
-    return orjson.dumps(wire) + b"\n"
+    return wirejson.dumps(wire) + b"\n"
 
 
 def decode_line(line: bytes | str) -> dict:
     """The entity on one backup line; InvalidInput if the line is not a valid entity."""
     try:
-        entity = orjson.loads(line)
+        entity = wirejson.loads(line)
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"not JSON: {error}") from None
     check_entity(entity)
@@ -144,4 +145,7 @@ def writable(entity: dict) -> dict:
 def service_order(entity: dict) -> tuple[bytes, bytes]:
     """The Table service's key order: PartitionKey, then RowKey, each compared by UTF-16 code units
     (ordinal, as .NET and Azurite compare strings), so streams the service listed can be merged."""
-    return entity["PartitionKey"].encode("utf-16-be"), entity["RowKey"].encode("utf-16-be")
+    return (
+        entity["PartitionKey"].encode("utf-16-be", "surrogatepass"),
+        entity["RowKey"].encode("utf-16-be", "surrogatepass"),
+    )

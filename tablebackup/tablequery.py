@@ -16,6 +16,7 @@ from azure.core.exceptions import AzureError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient
 
+from tablebackup import wirejson
 from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
 from tablebackup.retrysettings import RetrySettings
 
@@ -91,7 +92,7 @@ def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tu
         )
     next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
     next_rk = response.headers.get("x-ms-continuation-NextRowKey")
-    return orjson.loads(content)["value"], ((next_pk, next_rk) if next_pk is not None else None)
+    return wirejson.loads(content)["value"], ((next_pk, next_rk) if next_pk is not None else None)
 
 
 def iter_pages(

@@ -1,4 +1,4 @@
-"""Write entities in entity group transactions: one partition, at most 100 operations and well under
+"""Write entities in entity group transactions: one partition, at most 100 operations and within
 the 4 MiB payload limit per batch, several batches in flight.
 
 Batches are built as the service's own multipart $batch requests from entities in backup-line form,
@@ -10,6 +10,14 @@ any of its answers may be lost after the service applied it. So batches are retr
 429 and 5xx answers, dropped connections, timeouts and cut bodies alike; and a retry refused because
 an insert finds its entity (409) or a delete finds it gone (404) asks the target whether the lost
 attempt landed (tablebackup.landed). The outcome counts only what this run wrote.
+
+The size of a batch is the real size of its multipart body, counted part by part as it is built:
+each operation's request line carries its URL-encoded keys (a 512-character CJK key is 4.6 KB
+there), so no fixed allowance per operation can be right for every key.
+
+Bodies are written with U+2028 and U+2029 escaped (\u2028, \u2029): the same JSON, and Azurite's
+batch parser, which splits on them as line breaks, refuses them raw. A lone surrogate in a string
+is written as its JSON escape (tablebackup.wirejson), as the service itself sends it.
 """
 
 from __future__ import annotations
@@ -26,16 +34,21 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient
 
+from tablebackup import wirejson
 from tablebackup.entities import writable
 from tablebackup.errors import BackupError, StorageUnavailable
 from tablebackup.landed import batch_landed
 from tablebackup.retrysettings import RetrySettings
 
 MAX_BATCH_OPERATIONS = 100
-# The service allows 4 MiB per batch request; leave room for the multipart framing.
-MAX_BATCH_BYTES = 3_800_000
-_OPERATION_OVERHEAD = 600
+# The service allows 4 MiB per batch request, multipart framing included; the whole body is counted
+# exactly, and 64 KiB are kept in hand.
+MAX_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024
 DEFAULT_WORKERS = 4
+# Both boundaries are a prefix and a uuid4, so their lengths, and with them every part's, are fixed
+# before the uuids are drawn.
+_OUTER_LENGTH = len(f"batch_{uuid.UUID(int=0)}")
+_CHANGESET_LENGTH = len(f"changeset_{uuid.UUID(int=0)}")
 
 # What each operation sends: InsertOrReplace, InsertOrMerge, Insert, Delete.
 _METHODS = {"replace": "PUT", "merge": "MERGE", "insert": "POST", "delete": "DELETE"}
@@ -83,60 +96,85 @@ def upsert_operations(entities: Iterable[dict], action: str = "replace") -> Iter
 
 
 def _key(value: str) -> str:
-    return quote(value.replace("'", "''"), safe="")
+    # surrogatepass: a lone surrogate in a key is sent as the bytes the service's UTF-16 holds.
+    return quote(value.replace("'", "''").encode("utf-8", "surrogatepass"), safe="")
 
 
-def _batches(operations: Iterable[Operation]) -> Iterator[list[tuple[str, dict, bytes]]]:
-    """Group consecutive operations on one partition, within the count and size limits."""
+def batch_body(entity: dict) -> bytes:
+    """An entity's JSON as a batch operation sends it: U+2028/U+2029 escaped (JSON outside strings
+    is ASCII, so their UTF-8 bytes can only be those characters, inside a string)."""
+    return wirejson.dumps(writable(entity)).replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+
+
+def _target(base: str, table: str, action: str, entity: dict) -> str:
+    if action == "insert":
+        return f"{base}/{table}"
+    return f"{base}/{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
+
+
+def _part_head(changeset: str, index: int, action: str, target: str, body: bytes) -> bytes:
+    """One operation's part of the changeset, up to its body (which follows, then CRLF)."""
+    headers = [
+        f"{_METHODS[action]} {target} HTTP/1.1",
+        "Accept: application/json;odata=minimalmetadata",
+        "DataServiceVersion: 3.0",
+        "Prefer: return-no-content",
+    ]
+    if action == "delete":
+        headers.append("If-Match: *")
+    else:
+        headers += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return (
+        f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+        f"Content-ID: {index}\r\n\r\n" + "\r\n".join(headers) + "\r\n\r\n"
+    ).encode()
+
+
+def _framing(outer: str, changeset: str) -> tuple[bytes, bytes]:
+    """The multipart body's opening (up to the first part) and closing."""
+    return (
+        f"--{outer}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode(),
+        f"--{changeset}--\r\n--{outer}--\r\n".encode(),
+    )
+
+
+def _batches(operations: Iterable[Operation], base: str, table: str) -> Iterator[list[tuple[str, dict, bytes]]]:
+    """Group consecutive operations on one partition, within the count limit and the real size of
+    the multipart body _multipart builds (measured with boundaries of the same length)."""
+    boundary = "x" * _CHANGESET_LENGTH
+    framing = sum(len(part) for part in _framing("x" * _OUTER_LENGTH, boundary))
     batch: list[tuple[str, dict, bytes]] = []
-    size = 0
+    size = framing
     for action, entity in operations:
         if action not in _METHODS:
             raise ValueError(f"unknown table operation {action!r}")
-        body = b"" if action == "delete" else orjson.dumps(writable(entity))
-        cost = len(body) + _OPERATION_OVERHEAD
-        if batch and (
-            entity["PartitionKey"] != batch[0][1]["PartitionKey"]
-            or len(batch) == MAX_BATCH_OPERATIONS
-            or size + cost > MAX_BATCH_BYTES
-        ):
+        body = b"" if action == "delete" else batch_body(entity)
+        if batch and (entity["PartitionKey"] != batch[0][1]["PartitionKey"] or len(batch) == MAX_BATCH_OPERATIONS):
             yield batch
-            batch, size = [], 0
+            batch, size = [], framing
+        cost = len(_part_head(boundary, len(batch), action, _target(base, table, action, entity), body)) + len(body) + 2
+        if batch and size + cost > MAX_BATCH_BYTES:
+            yield batch
+            batch, size = [], framing
+            cost = len(_part_head(boundary, 0, action, _target(base, table, action, entity), body)) + len(body) + 2
         batch.append((action, entity, body))
         size += cost
     if batch:
         yield batch
 
 
+def _base(client: TableClient) -> str:
+    return client.url.split("?")[0].rstrip("/")
+
+
 def _multipart(client: TableClient, batch: list[tuple[str, dict, bytes]]) -> tuple[str, bytes]:
-    base = client.url.split("?")[0].rstrip("/")
-    table = client.table_name
+    base, table = _base(client), client.table_name
     outer, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
-    parts = [f"--{outer}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode()]
+    opening, closing = _framing(outer, changeset)
+    parts = [opening]
     for index, (action, entity, body) in enumerate(batch):
-        if action == "insert":
-            target = f"{base}/{table}"
-        else:
-            target = f"{base}/{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
-        headers = [
-            f"{_METHODS[action]} {target} HTTP/1.1",
-            "Accept: application/json;odata=minimalmetadata",
-            "DataServiceVersion: 3.0",
-            "Prefer: return-no-content",
-        ]
-        if action == "delete":
-            headers.append("If-Match: *")
-        else:
-            headers += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-        parts.append(
-            (
-                f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
-                f"Content-ID: {index}\r\n\r\n" + "\r\n".join(headers) + "\r\n\r\n"
-            ).encode()
-            + body
-            + b"\r\n"
-        )
-    parts.append(f"--{changeset}--\r\n--{outer}--\r\n".encode())
+        parts += [_part_head(changeset, index, action, _target(base, table, action, entity), body), body, b"\r\n"]
+    parts.append(closing)
     return outer, b"".join(parts)
 
 
@@ -265,7 +303,7 @@ def submit_operations(
     pending: set[Future] = set()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="table-batch") as pool:
         try:
-            for batch in _batches(operations):
+            for batch in _batches(operations, _base(client), client.table_name):
                 if len(pending) >= workers * 2:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     _collect(finished, on_progress, outcome)

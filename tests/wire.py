@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-import orjson
 from azure.core.rest import HttpRequest
 
+from tablebackup import wirejson
 from tablebackup.entities import TYPE_SUFFIX, edm_type
 
 WIRE_HEADERS = {"Accept": "application/json;odata=minimalmetadata", "DataServiceVersion": "3.0"}
@@ -19,7 +19,7 @@ def wire_entities(client) -> list[dict]:
         request = HttpRequest("GET", f"/{client.table_name}()", params=params, headers=WIRE_HEADERS)
         response = client._client.send_request(request)
         assert response.status_code == 200, response.text()
-        entities += orjson.loads(response.content)["value"]
+        entities += wirejson.loads(response.content)["value"]
         next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
         if next_pk is None:
             return entities

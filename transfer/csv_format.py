@@ -22,8 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
-import orjson
-
+from tablebackup import wirejson
 from tablebackup.entities import EDM_TYPES, KEYS, TYPE_SUFFIX, edm_type, encode_line
 from tablebackup.errors import InvalidInput
 from transfer.records import Records, checked, problem
@@ -99,7 +98,7 @@ class CsvWriter:
         rows.writerow([*KEYS, *(f"{name}@{edm}" for name, edm in self._columns)])
         self._spool.seek(0)
         for line in self._spool:
-            entity = orjson.loads(line)
+            entity = wirejson.loads(line)
             row = [_escape(entity[key]) for key in KEYS] + [""] * len(self._columns)
             for name in _properties(entity):
                 edm = _type(entity, name)

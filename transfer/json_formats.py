@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 import orjson
 
+from tablebackup import wirejson
 from tablebackup.entities import encode_line
 from transfer.records import Records, checked, problem
 
@@ -63,7 +64,7 @@ def read_ndjson(stream: BinaryIO) -> Records:
         if not line.strip():
             continue
         try:
-            entity = orjson.loads(line)
+            entity = wirejson.loads(line)
         except orjson.JSONDecodeError as error:
             yield problem(number, f"not JSON: {error}")
             continue
@@ -142,7 +143,7 @@ def read_json_array(stream: BinaryIO) -> Records:
                 yield problem(window.line, str(error))
                 return
             try:
-                record = checked(line, orjson.loads(window.text[window.pos : end]))
+                record = checked(line, wirejson.loads(window.text[window.pos : end]))
             except orjson.JSONDecodeError as error:
                 record = problem(line, f"not JSON: {error}")
             window.advance(end)

@@ -1,10 +1,12 @@
 """`make demo`: Azurite, a sample `candidates` table, the daily backup run as the timer runs it,
-and the backups listed."""
+the backups listed, the daily verification and a drill, and last the protection status, printed and
+written as the status page to .demo/status.html."""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from localdev import azurite
 from localdev.host import QueueOutput, deliver
@@ -12,6 +14,7 @@ from localdev.sample import seed_table
 
 DEMO_TABLE = "candidates"
 DEMO_ENTITIES = 300
+STATUS_PAGE = Path(".demo") / "status.html"
 
 
 def _say(text: str = "") -> None:
@@ -61,6 +64,16 @@ def main() -> int:
 
     _say("4. python -m cli list-backups --table candidates")
     code = cli(["list-backups", "--table", DEMO_TABLE])
+
+    _say("5. Verifying as the daily timer does, and a DR drill as the monthly timer does:")
+    functions["verify_daily"].get_user_function()(TimerRequest(past_due=False))
+    code = code or cli(["drill", "--table", DEMO_TABLE])
+
+    page = STATUS_PAGE.resolve()
+    page.parent.mkdir(exist_ok=True)
+    _say(f"6. python -m cli status --page {STATUS_PAGE}")
+    code = code or cli(["status", "--page", str(page)])
+    _say(f"   the status page (as GET /api/status/page serves it) is in {page}")
     _say()
     _say("Next: `python -m cli backup --table candidates --json`, or `func start` (see README).")
     return code

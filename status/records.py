@@ -43,24 +43,47 @@ class Listing:
 
     attempts: list[tuple[str, bool]] = field(default_factory=list)
     legacy: list[datetime] = field(default_factory=list)
+    # Complete backups' summaries from their manifest blobs' metadata (manifests written since it
+    # was added carry it); the others are read when needed.
+    points: dict[str, Point] = field(default_factory=dict)
 
     @property
     def complete(self) -> list[str]:
         return [backup_id for backup_id, done in self.attempts if done]
 
 
-def list_table(storage: Storage, table: str) -> Listing:
-    """One listing of the `<table>-` prefix, 5,000 blobs a page."""
+def account_spellings(storage: Storage) -> dict[str, set[str]]:
+    """Every table with backups (or legacy backups), by canonical name, with the spellings its
+    backup ids use: one walk of the container's top level (one entry per backup), for all tables."""
+    found: dict[str, set[str]] = {}
+    try:
+        for item in storage.backups.walk_blobs(delimiter="/"):
+            match = BACKUP_ID_RE.match(item.name.rstrip("/")) or _LEGACY_RE.match(item.name)
+            if match:
+                found.setdefault(table_key(match["table"]), set()).add(match["table"])
+    except ResourceNotFoundError:
+        return {}
+    except AzureError as error:
+        raise StorageUnavailable(f"listing the backup container failed: {str(error).splitlines()[0]}") from error
+    return found
+
+
+def list_table(storage: Storage, table: str, spellings: set[str]) -> Listing:
+    """One listing of the `<spelling>-` prefix of each spelling the table's backups use, 5,000 blobs
+    a page."""
     seen: dict[str, bool] = {}
-    legacy = []
+    legacy, points = [], {}
     try:
         # Table names are case-insensitive: new ids use the lowercase name, older ones any spelling.
-        for spelling in dict.fromkeys([table, *catalog.spellings(storage.backups, table)]):
-            for blob in storage.backups.list_blobs(name_starts_with=f"{spelling}-"):
+        for spelling in dict.fromkeys([table, *sorted(spellings)]):
+            for blob in storage.backups.list_blobs(name_starts_with=f"{spelling}-", include=["metadata"]):
                 backup_id, _, leaf = blob.name.partition("/")
                 match = BACKUP_ID_RE.match(backup_id)
                 if match and match["table"] == spelling:
                     seen[backup_id] = seen.get(backup_id, False) or leaf == MANIFEST_BLOB
+                    point = Point.from_metadata(backup_id, blob.metadata) if leaf == MANIFEST_BLOB else None
+                    if point is not None:
+                        points[backup_id] = point
                     continue
                 old = _LEGACY_RE.match(blob.name)
                 if old and old["table"] == spelling:
@@ -70,7 +93,7 @@ def list_table(storage: Storage, table: str) -> Listing:
     except AzureError as error:
         raise StorageUnavailable(f"listing the backups of {table!r} failed: {str(error).splitlines()[0]}") from error
     newest_first = sorted(seen.items(), key=lambda item: (BACKUP_ID_RE.match(item[0])["stamp"], item[0]), reverse=True)
-    return Listing(attempts=newest_first, legacy=sorted(legacy))
+    return Listing(attempts=newest_first, legacy=sorted(legacy), points=points)
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,23 @@ class Point:
     entities: int  # the table's size at this backup (an incremental's key index counts it)
     changed: int  # the entities this backup holds
     bytes: int
+
+    @classmethod
+    def from_metadata(cls, backup_id: str, metadata: dict | None) -> Point | None:
+        """The summary a manifest blob carries as metadata (Manifest.listing_metadata), if whole."""
+        try:
+            return cls(
+                backup=backup_id,
+                kind=metadata["kind"],
+                parent=metadata.get("parent"),
+                started_at=datetime.fromisoformat(metadata["startedat"]).astimezone(UTC),
+                finished_at=datetime.fromisoformat(metadata["finishedat"]).astimezone(UTC),
+                entities=int(metadata["tableentities"]),
+                changed=int(metadata["entities"]),
+                bytes=int(metadata["bytes"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def as_json(self) -> dict:
         return {
@@ -170,7 +210,8 @@ def recent_drills(storage: Storage, table: str, kind: str, count: int) -> list[d
 
 
 def run_record(storage: Storage, since: datetime) -> dict[str, list[dict]]:
-    """Work items of the run record that failed or are under way, updated since `since`, by table:
+    """Work items of the run record that failed or are under way, updated since `since`, by table
+    (canonical name):
     one filtered query over the whole record, paged."""
     client = storage.tables.get_table_client(storage.settings.backup_runs_table)
     statuses = " or ".join(f"status eq {odata_string(status)}" for status in ("failed", *UNDER_WAY))
@@ -181,7 +222,7 @@ def run_record(storage: Storage, since: datetime) -> dict[str, list[dict]]:
             query, select=["PartitionKey", "RowKey", "table", "backup", "status", "error", "updated_at"]
         ):
             if row.get("table"):
-                by_table.setdefault(row["table"], []).append({**dict(row), "run": row["PartitionKey"]})
+                by_table.setdefault(table_key(row["table"]), []).append({**dict(row), "run": row["PartitionKey"]})
     except AzureError as error:
         if _table_missing(error):
             return {}
@@ -210,13 +251,15 @@ def newest_audit_event(storage: Storage, table: str, now: datetime) -> datetime 
     second: one probe per day, then a binary search on the RowKey's time prefix (17 probes at
     most). None if there is none."""
     client = storage.tables.get_table_client(storage.settings.audit_table)
+    until = f"{now.astimezone(UTC):%Y%m%dT%H%M%S}~"  # nothing after the clock ("~" sorts after the fraction)
     for back in range(AUDIT_LOOKBACK_DAYS):
         day = (now.astimezone(UTC) - timedelta(days=back)).date()
         partition = f"PartitionKey eq {odata_string('AUDIT_' + day.isoformat())} and tableName eq {odata_string(table)}"
 
         def first_at_or_after(second: int, partition=partition, day=day) -> str | None:
             stamp = f"{day:%Y%m%d}T{second // 3600:02d}{second // 60 % 60:02d}{second % 60:02d}"
-            rows = newest_rows(client, f"{partition} and RowKey ge {odata_string(stamp)}", 1, select=["RowKey"])
+            window = f"RowKey ge {odata_string(stamp)} and RowKey lt {odata_string(until)}"
+            rows = newest_rows(client, f"{partition} and {window}", 1, select=["RowKey"])
             return rows[0]["RowKey"] if rows else None
 
         newest = first_at_or_after(0)

@@ -24,10 +24,9 @@ from status.verdicts import (
     thresholds,
     worst,
 )
-from tablebackup import catalog
 from tablebackup.clients import Storage
 from tablebackup.errors import StorageUnavailable
-from tablebackup.names import validate_table_name
+from tablebackup.names import table_key, validate_table_name
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +38,38 @@ CHAIN_READS = 40  # manifests read beyond the trend to follow the newest backup'
 WORKERS = 8  # tables read at once
 
 
-def tables_to_report(storage: Storage, tables: list[str] | None = None) -> list[str]:
+def tables_to_report(storage: Storage, backed_up: dict[str, set[str]], tables: list[str] | None = None) -> list[str]:
     """The tables named, else the scheduled ones (every table in the account with BACKUP_TABLES=*)
-    plus every table that has backups."""
+    plus every table that has backups; one row per table whatever the spellings (names are
+    case-insensitive), under the name as given or configured."""
     if tables:
-        return list(dict.fromkeys(validate_table_name(table) for table in tables))
+        named = [validate_table_name(table) for table in tables]
+        return list({table_key(table): table for table in reversed(named)}.values())[::-1]
     scheduled = storage.settings.scheduled_tables
     if scheduled is None:
         try:
             scheduled = [table.name for table in storage.source_tables.list_tables()]
         except AzureError as error:
             raise StorageUnavailable(f"listing the account's tables failed: {str(error).splitlines()[0]}") from error
-    return sorted(set(scheduled) | set(catalog.backed_up_tables(storage.backups)))
+    by_key = {key: key for key in backed_up}
+    by_key.update({table_key(table): table for table in scheduled})
+    return sorted(by_key.values(), key=table_key)
 
 
 def account_status(storage: Storage, tables: list[str] | None = None, now: datetime | None = None) -> dict:
     """The status document; `now` is the clock every age is measured against."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     settings = storage.settings
-    names = tables_to_report(storage, tables)
+    backed_up = records.account_spellings(storage)
+    names = tables_to_report(storage, backed_up, tables)
     runs = records.run_record(storage, now - timedelta(days=FAILURE_DAYS))
+
+    def one(table: str) -> dict:
+        key = table_key(table)
+        return table_status(storage, table, now, runs.get(key, []), backed_up.get(key, set()))
+
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="status") as pool:
-        rows = list(pool.map(lambda table: table_status(storage, table, now, runs.get(table, [])), names))
+        rows = list(pool.map(one, names))
     counts = {verdict: sum(row["verdict"] == verdict for row in rows) for verdict in (PROTECTED, AT_RISK, UNPROTECTED)}
     overall = _overall(rows, counts)
     return {
@@ -145,7 +154,8 @@ def _attempts(listing: records.Listing, runs: list[dict], newest: str | None, no
     in_progress, newest_failure, debris = [], None, 0
     known = {backup_id for backup_id, _ in listing.attempts}
     candidates = [(backup_id, done) for backup_id, done in listing.attempts]
-    candidates += [(backup_id, False) for backup_id in under_way if backup_id not in known]
+    # Items the run record knows of that wrote nothing yet (queued) or nothing at all (failed early).
+    candidates += [(backup_id, False) for backup_id in {*under_way, *failed} if backup_id not in known]
     for backup_id, done in sorted(candidates, reverse=True):
         if done:
             continue
@@ -215,17 +225,22 @@ def _growth(points: list[Point]) -> dict:
     }
 
 
-def table_status(storage: Storage, table: str, now: datetime, runs: list[dict]) -> dict:
-    """One table's row: what it has, and its verdict."""
+def table_status(storage: Storage, table: str, now: datetime, runs: list[dict], spellings: set[str]) -> dict:
+    """One table's row: what it has, and its verdict. `runs`: its rows of the run record;
+    `spellings`: the spellings its backup ids use."""
     settings = storage.settings
-    listing = records.list_table(storage, table)
+    listing = records.list_table(storage, table, spellings)
     complete = listing.complete
-    known = {
-        point.backup: point
-        for point in map(lambda b: records.read_point(storage, b), _trend_ids(complete, now))
-        if point
-    }
-    newest = known.get(complete[0]) if complete else None
+    # The newest backup, which the verdict rests on, always from its manifest; the trend from the
+    # listing's metadata where the manifests carry it.
+    newest = records.read_point(storage, complete[0]) if complete else None
+    known = {**listing.points, **({newest.backup: newest} if newest else {})}
+    trend_ids = _trend_ids(complete, now)
+    for backup_id in trend_ids:
+        if backup_id not in known:
+            point = records.read_point(storage, backup_id)
+            if point is not None:
+                known[backup_id] = point
     chain, broken = _chain(storage, newest, known, set(complete)) if newest else ([], None)
     oldest = _oldest_restorable(storage, complete, known) if complete else None
     in_progress, newest_failure, debris = _attempts(
@@ -236,9 +251,9 @@ def table_status(storage: Storage, table: str, now: datetime, runs: list[dict]) 
         kind: [_drill(row) for row in records.recent_drills(storage, table, kind, DRILL_HISTORY)]
         for kind in ("entity", "full")
     }
+    start = now - timedelta(days=TREND_DAYS)
     trend = sorted(
-        (point for point in known.values() if point.started_at >= now - timedelta(days=TREND_DAYS)),
-        key=lambda p: p.started_at,
+        (known[b] for b in trend_ids if b in known and known[b].started_at >= start), key=lambda p: p.started_at
     )
     failures = [
         {

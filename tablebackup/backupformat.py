@@ -131,6 +131,21 @@ class Manifest(BaseModel):
                 return f"says {self.bytes} bytes but its parts hold {sum(part.bytes for part in self.parts)}"
         return None
 
+    def listing_metadata(self) -> dict[str, str]:
+        """What the manifest blob carries as metadata, so one listing shows every backup's kind,
+        size and parent without reading each manifest (the status trend). The manifest itself stays
+        the authority: nothing restores or verifies from this."""
+        table_entities = self.keys.lines if self.kind == "incremental" and self.keys else self.entities
+        metadata = {
+            "kind": self.kind,
+            "entities": str(self.entities),
+            "tableentities": str(table_entities),
+            "bytes": str(self.bytes),
+            "startedat": _iso(self.started_at),
+            "finishedat": _iso(self.finished_at),
+        }
+        return {**metadata, "parent": self.parent} if self.parent else metadata
+
     def summary(self) -> dict:
         """The fields users see for one backup, JSON-ready."""
         return {
@@ -232,7 +247,7 @@ def write_manifest(container: ContainerClient, manifest: Manifest) -> None:
     content = manifest.model_dump_json(indent=2).encode()
     name = manifest_blob_name(manifest.backup)
     try:
-        container.upload_blob(name, content, overwrite=False)
+        container.upload_blob(name, content, overwrite=False, metadata=manifest.listing_metadata())
     except ResourceExistsError:
         if container.get_blob_client(name).download_blob().readall() != content:
             raise BackupError(

@@ -2,8 +2,9 @@
 `python -m cli backup` against a process that only lists the same table with the SDK's list_entities(), and
 compare the backup's peak RSS on a table ten times smaller. Then time `python -m cli restore` of the big
 table's latest backup against a process that copies the small table with one upsert_entity() per entity,
-both as entities/s. Last, back up 20 small tables in one `python -m cli backup --parallel N` for N = 1, 2
-and 4. Exits non-zero only if a process fails or miscounts."""
+both as entities/s. Then back up 20 small tables in one `python -m cli backup --parallel N` for N = 1, 2
+and 4. Last, `python -m cli status` over 200 tables with 90 days of daily backups each (`--only-status`
+runs just that). Exits non-zero only if a process fails or miscounts."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import time
 from azure.data.tables import TableServiceClient
 
 from bench import machine, parallel
+from bench import status as status_bench
 from bench.process import BenchFailed, Run, run
 from localdev import azurite
 from localdev.sample import seed_table
@@ -154,7 +156,18 @@ def main() -> int:
         default=1500,
         help=f"entities in each of the {parallel.TABLES} tables of the parallel backup",
     )
+    parser.add_argument(
+        "--status-tables",
+        type=int,
+        default=status_bench.TABLES,
+        help=f"tables (with {status_bench.DAYS} days of daily backups each) in the status measurement",
+    )
+    parser.add_argument("--only-status", action="store_true", help="measure only the protection status")
     args = parser.parse_args()
+    if args.status_tables < 1:
+        parser.error("--status-tables must be at least 1")
+    if args.only_status:
+        return only_status(args.status_tables)
     if args.entities < 10:
         parser.error("--entities must be at least 10")
     if args.parallel_entities < 1:
@@ -194,6 +207,7 @@ def main() -> int:
         seed(server.connection_string, dict.fromkeys(fanout_tables, per_table))
         azurite_pid = server.process.pid if server.process else None
         fanout = parallel.measure(env, fanout_tables, per_table, ROUNDS, azurite_pid, say)
+        status = status_bench.measure(server.connection_string, server.ports, args.status_tables, say)
     except BenchFailed as error:
         say(f"bench FAILED: {error}")
         return 1
@@ -202,6 +216,22 @@ def main() -> int:
     report(entities, small, baseline, big, little, restores, upserts)
     print()
     parallel.report(fanout_tables, per_table, fanout, ROUNDS)
+    print()
+    status_bench.report(status)
+    return 0
+
+
+def only_status(tables: int) -> int:
+    say("starting Azurite (in memory)")
+    server = azurite.start(in_memory=True)
+    try:
+        status = status_bench.measure(server.connection_string, server.ports, tables, say)
+    except BenchFailed as error:
+        say(f"bench FAILED: {error}")
+        return 1
+    finally:
+        server.stop()
+    status_bench.report(status)
     return 0
 
 

@@ -3,6 +3,7 @@ exit code a pipeline can gate on (0: every table protected, 1: any is not)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,8 +19,8 @@ def _print_table(document: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    # Piped or redirected: wide lines rather than names folded at 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    # Piped or redirected (and no COLUMNS): wide lines rather than names folded at 80 columns.
+    console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
     table = Table(title=None, show_lines=False, expand=False)
     for column, justify in (
         ("Table", "left"),
@@ -69,4 +70,7 @@ def status(tables, page, as_json) -> None:
     else:
         _print_table(document)
     if not document["ok"]:
-        raise CommandFailed(f"{document['verdict']}: {document['reason']}")
+        counts = document["counts"]
+        raise CommandFailed(
+            f"{counts['unprotected'] + counts['at risk']} of {len(document['tables'])} table(s) not protected"
+        )

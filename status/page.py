@@ -8,7 +8,7 @@ from datetime import datetime
 from html import escape
 
 from status import charts
-from status.verdicts import AT_RISK, PROTECTED, UNPROTECTED
+from status.verdicts import AT_RISK, PROTECTED, UNPROTECTED, ago
 
 # Sent as a header by the HTTP door and repeated in the page, so a saved copy is as strict.
 CONTENT_SECURITY_POLICY = (
@@ -30,7 +30,10 @@ h2{font-size:1.1rem;margin:0 0 8px}
 .verdict.protected{background:var(--ok)}.verdict.at-risk{background:var(--risk)}.verdict.unprotected{background:var(--bad)}
 table.overview{width:100%;border-collapse:collapse;margin-bottom:20px}
 .overview th,.overview td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);vertical-align:top}
-.overview td,.overview th{overflow-wrap:anywhere}
+.overview thead th,.overview td.num{white-space:nowrap}
+.overview th[scope=row]{overflow-wrap:break-word}
+.overview td[data-field=verification],.overview td[data-field=drills]{white-space:nowrap}
+.overview td[data-field=reason]{min-width:24ch;overflow-wrap:anywhere}
 .wide{overflow-x:auto}
 .overview th{background:var(--bg);font-size:.85rem}
 .num{text-align:right;font-variant-numeric:tabular-nums}
@@ -79,11 +82,18 @@ def size(value: float | None) -> str:
     return str(value)
 
 
+def _at(text: str | None) -> str:
+    """An instant as `2026-12-01 02:30Z` (the JSON keeps the exact one)."""
+    if not text:
+        return "undated"
+    return escape(f"{datetime.fromisoformat(text):%Y-%m-%d %H:%M}Z")
+
+
 def _check(result: dict | None, label: str) -> str:
     if not result:
         return f"no {label} recorded"
     outcome = "passed" if result["ok"] else "FAILED"
-    return f"{outcome} {escape(result['at'] or '')}"
+    return f"{outcome} {_at(result['at'])}"
 
 
 def _cell(label: str, text: str, css: str = "", field: str = "", value=None) -> str:
@@ -97,20 +107,27 @@ def _cell(label: str, text: str, css: str = "", field: str = "", value=None) -> 
     return f"<td{attributes}>{text}</td>"
 
 
-def _overview_row(row: dict) -> str:
+def _lately(result: dict | None, now: datetime, label: str) -> str:
+    """`passed 3.2 h ago`, for the overview's narrow cells."""
+    if not result:
+        return f"no {label}"
+    outcome = "passed" if result["ok"] else "FAILED"
+    return f"{outcome} {ago(now, datetime.fromisoformat(result['at']))}" if result["at"] else outcome
+
+
+def _overview_row(row: dict, now: datetime) -> str:
     newest = row["newest_backup"] or {}
     drills = row["drills"]
     drill_text = (
-        "; ".join(f"{kind}: {_check(drills[kind], 'drill')}" for kind in ("entity", "full") if drills[kind])
-        or "no drill recorded"
+        "<br>".join(f"{kind} {_lately(drills[kind], now, 'drill')}" for kind in ("entity", "full") if drills[kind])
+        or "no drill"
     )
     cells = [
         f'<th scope="row"><a href="#t-{escape(row["table"])}">{escape(row["table"])}</a></th>',
         _cell("Verdict", _badge(row["verdict"]), field="verdict", value=row["verdict"]),
         _cell("Reason", escape(row["reason"]), field="reason"),
-        _cell("Newest backup", escape(newest.get("backup") or "none"), field="backup"),
         _cell(
-            "Age",
+            "Backup age",
             "—" if newest.get("age_hours") is None else f"{newest['age_hours']:.1f} h",
             "num",
             "age_hours",
@@ -118,10 +135,14 @@ def _overview_row(row: dict) -> str:
         ),
         _cell("Entities", _count(newest.get("entities")), "num", "entities", newest.get("entities")),
         _cell("Size", size(newest.get("bytes")), "num", "bytes", newest.get("bytes")),
-        _cell("Verification", _check(row["verification"], "verification"), field="verification"),
+        _cell("Verified", _lately(row["verification"], now, "verification"), field="verification"),
         _cell("Drills", drill_text, field="drills"),
     ]
-    return f'<tr data-table="{escape(row["table"])}" data-verdict="{escape(row["verdict"])}">{"".join(cells)}</tr>'
+    backup = escape(newest.get("backup") or "")
+    return (
+        f'<tr data-table="{escape(row["table"])}" data-verdict="{escape(row["verdict"])}" data-backup="{backup}">'
+        f"{''.join(cells)}</tr>"
+    )
 
 
 def _fact(term: str, text: str) -> str:
@@ -150,13 +171,13 @@ def _section(row: dict, document: dict, now: datetime) -> str:
         ),
         _fact(
             "In progress",
-            _events([f"{escape(a['backup'])} since {escape(a['started_at'])}" for a in row["in_progress"]]),
+            _events([f"{escape(a['backup'])} since {_at(a['started_at'])}" for a in row["in_progress"]]),
         ),
         _fact(
-            f"Failed in the last {30} days",
+            "Failed in the last 30 days",
             _events(
                 [
-                    f"{escape(f['at'] or '')} {escape(f['backup'] or f['item'])}: {escape(f['error'])}"
+                    f"{_at(f['at'])} {escape(f['backup'] or f['item'])}: {escape(f['error'])}"
                     for f in row["failures"][:5]
                 ]
             ),
@@ -192,7 +213,7 @@ def _section(row: dict, document: dict, now: datetime) -> str:
         _fact(
             "Retention",
             f"{retention['complete_backups']:,} complete backups kept; oldest restorable "
-            + (f"{escape(oldest['backup'])} ({escape(oldest['taken_at'])})" if oldest else "none")
+            + (f"{escape(oldest['backup'])} ({_at(oldest['taken_at'])})" if oldest else "none")
             + f"; newest chain {len(retention['newest_chain'])} link(s)"
             + f"; {retention['incomplete_debris']} incomplete attempt(s) left over",
         ),
@@ -208,7 +229,7 @@ def _section(row: dict, document: dict, now: datetime) -> str:
             "Legacy backups",
             f"{row['legacy_backups']['count']}"
             + (
-                f" ({escape(row['legacy_backups']['oldest'])} to {escape(row['legacy_backups']['newest'])})"
+                f" ({_at(row['legacy_backups']['oldest'])} to {_at(row['legacy_backups']['newest'])})"
                 if row["legacy_backups"]["count"]
                 else ""
             ),
@@ -216,7 +237,9 @@ def _section(row: dict, document: dict, now: datetime) -> str:
         _fact("Erasures registered", f"{row['erasures']:,}"),
         _fact(
             "Newest audit event (point-in-time reach)",
-            escape(row["audit"]["newest_event"] or f"none in the last {row['audit']['lookback_days']} days"),
+            _at(row["audit"]["newest_event"])
+            if row["audit"]["newest_event"]
+            else f"none in the last {row['audit']['lookback_days']} days",
         ),
     ]
     start, end = charts.window(now, row["trend"]["days"])
@@ -253,9 +276,9 @@ def render(document: dict) -> str:
     verdict = document["verdict"]
     limits = document["thresholds"]
     counts = document["counts"]
-    rows = "".join(_overview_row(row) for row in document["tables"])
+    rows = "".join(_overview_row(row, now) for row in document["tables"])
     sections = "".join(_section(row, document, now) for row in document["tables"])
-    head = ["Table", "Verdict", "Reason", "Newest backup", "Age", "Entities", "Size", "Verification", "Drills"]
+    head = ["Table", "Verdict", "Reason", "Backup age", "Entities", "Size", "Verified", "Drills"]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -47,7 +47,7 @@ def test_the_cli_tells_each_state_apart_and_exits_1(cases):
     _assert_cases(document, cases)
     assert document["verdict"] == "unprotected" and document["ok"] is False
     assert document["counts"] == {"protected": 2, "at risk": 1, "unprotected": 4}
-    assert result.stderr.startswith("error: unprotected: 4 unprotected, 1 at risk, 2 protected of 7 table(s)")
+    assert result.stderr == "error: 5 of 7 table(s) not protected\n"
     rows = _by_table(document)
     assert rows[cases["inprogress"]]["in_progress"][0]["backup"] > rows[cases["inprogress"]]["newest_backup"]["backup"]
     assert rows[cases["badverify"]]["verification"]["failed_checks"][0]["name"] == "checksum"

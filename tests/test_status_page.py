@@ -102,7 +102,10 @@ class _Rows(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         if tag == "tr" and "data-table" in attributes:
-            self._row = self.rows.setdefault(attributes["data-table"], {"row verdict": attributes["data-verdict"]})
+            self._row = self.rows.setdefault(
+                attributes["data-table"],
+                {"row verdict": attributes["data-verdict"], "backup": attributes["data-backup"]},
+            )
         elif tag == "td" and self._row is not None and "data-field" in attributes:
             self._field = attributes["data-field"]
             self._row[self._field] = {"value": attributes.get("data-value"), "text": ""}
@@ -153,9 +156,9 @@ def test_the_page_in_chromium_matches_the_api(storage, monkeypatch, unique_name,
         assert shown["reason"]["text"] == row["reason"]
         newest = row["newest_backup"]
         if newest is None:
-            assert shown["entities"]["text"] == "—" and shown["backup"]["text"] == "none"
+            assert shown["entities"]["text"] == "—" and shown["backup"] == ""
             continue
-        assert shown["backup"]["text"] == newest["backup"]
+        assert shown["backup"] == newest["backup"] and newest["backup"] in dom.stdout
         assert int(shown["entities"]["text"].replace(",", "")) == newest["entities"]
         assert int(shown["bytes"]["value"]) == newest["bytes"]
         # Two requests a moment apart: the ages agree to the tenth of an hour.

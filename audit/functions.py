@@ -15,7 +15,11 @@ bp = func.Blueprint()
 
 
 @bp.function_name("audit_writer")
-@bp.queue_trigger(arg_name="msg", queue_name="%AUDIT_QUEUE%", connection="AzureWebJobsStorage")
+# Binary: the host hands over the message's bytes as they are; as text it would replace what is not
+# UTF-8 with U+FFFD before the function could keep the body byte for byte.
+@bp.queue_trigger(
+    arg_name="msg", queue_name="%AUDIT_QUEUE%", connection="AzureWebJobsStorage", data_type=func.DataType.BINARY
+)
 def audit_writer(msg: func.QueueMessage) -> None:
     handle_message(
         Storage.from_settings(),

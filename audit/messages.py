@@ -135,6 +135,9 @@ def parse_json(body: bytes | str) -> Any:
         return json.loads(text, parse_constant=_refuse_constant, parse_int=_checked_int)
     except UnicodeDecodeError:
         raise Rejected("not JSON: the message is not UTF-8 text") from None
+    except RecursionError:
+        # Python's parser gives up about 1,000 levels down; no entity is nested at all.
+        raise Rejected("not JSON this writer accepts: nested too deeply (an entity's properties are flat)") from None
     except ValueError as error:
         raise Rejected(f"not JSON: {str(error).splitlines()[0]}") from None
 

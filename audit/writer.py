@@ -10,11 +10,14 @@ import hashlib
 import logging
 from datetime import datetime
 
+from azure.core.exceptions import AzureError
+
 from audit.entries import write_event
 from audit.messages import Rejected, parse_message
 from audit.rejected import reject
 from audit.tables import Refused
 from tablebackup.clients import Storage
+from tablebackup.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +38,25 @@ def handle_message(
         event = parse_message(body)
         written = write_event(storage, event, message_id)
     except (Rejected, Refused) as error:
-        reject(storage, body, message_id, str(error), inserted_at=inserted_at, delivery=delivery)
-        log.warning("audit message %s rejected: %s", message_id, error, extra={"messageId": message_id})
-        return "rejected"
-    outcome = "written" if written else "duplicate"
-    log.info(
-        "audit %s %s %s by %s: %s",
-        event.operation,
-        event.table,
-        event.entity_key,
-        event.user_id,
-        outcome,
-        extra={"table": event.table, "messageId": message_id},
-    )
-    return outcome
+        reason = str(error)
+    except (StorageUnavailable, AzureError):
+        raise  # transient: the host delivers the message again
+    except Exception as error:
+        # No message may crash the writer (the host would retry it and poison it): keep it instead.
+        log.error("audit message %s could not be processed", message_id, exc_info=error)
+        reason = f"could not be processed: {type(error).__name__}: {str(error)[:200]}"
+    else:
+        outcome = "written" if written else "duplicate"
+        log.info(
+            "audit %s %s %s by %s: %s",
+            event.operation,
+            event.table,
+            event.entity_key,
+            event.user_id,
+            outcome,
+            extra={"table": event.table, "messageId": message_id},
+        )
+        return outcome
+    reject(storage, body, message_id, reason, inserted_at=inserted_at, delivery=delivery)
+    log.warning("audit message %s rejected: %s", message_id, reason, extra={"messageId": message_id})
+    return "rejected"

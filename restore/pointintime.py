@@ -13,8 +13,8 @@ restore to any instant:
 
 Replay collapses the changes per entity first (the last change wins): an entity group transaction
 may not hold one entity twice, and batches run in parallel, so each key gets one final operation,
-written in the service's key order. Memory holds one final image per distinct entity changed in the
-window (plus the gaps found), never the whole trail.
+written in the service's key order. The final images and the gaps go to a private temporary SQLite
+file, not memory, so memory does not grow with the number of entities changed in the window.
 
 Scope: with a filter, an entity's replayed change is in scope when any image of it in the window
 (before or after, of any of its changes) matches the filter, so an entity that moved out of the
@@ -34,8 +34,10 @@ its poison queue, are not seen.
 from __future__ import annotations
 
 import logging
+import pickle
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_fields
@@ -153,26 +155,50 @@ def check_point_in_time(storage: Storage, request: RestoreRequest) -> Checked:
 # Collapsing the changes
 
 
-@dataclass
-class _Final:
-    """What replay does to one entity: its last readable change, and what is known about its scope."""
+def _key_bytes(key: tuple[str, str]) -> tuple[bytes, bytes]:
+    """_order, lone surrogates included: SQLite compares BLOBs bytewise, which is the service's order."""
+    return key[0].encode("utf-16-be", "surrogatepass"), key[1].encode("utf-16-be", "surrogatepass")
 
-    action: str | None = None  # "replace" or "delete"; None while only gaps were seen
-    entity: dict | None = None
-    in_scope: bool = False  # an image of it in the window matched the filter
-    imaged: bool = False  # an image of it was seen
-    pending: list[int] = field(default_factory=list)  # gaps since its last readable change
+
+def _key_text(partition: bytes, row: bytes) -> tuple[str, str]:
+    return partition.decode("utf-16-be", "surrogatepass"), row.decode("utf-16-be", "surrogatepass")
+
+
+# One row per entity changed in the window: its last readable change (action None while only gaps
+# were seen, entity pickled: any string, any JSON value), whether an image of it matched the filter,
+# and whether any image of it was seen. Gaps in time order; open ones no later change overwrote.
+_SCHEMA = """
+CREATE TABLE finals (
+    partition BLOB, row BLOB, action TEXT, entity BLOB, in_scope INTEGER, imaged INTEGER,
+    PRIMARY KEY (partition, row)
+) WITHOUT ROWID;
+CREATE TABLE gaps (id INTEGER PRIMARY KEY, partition BLOB, row BLOB, timestamp TEXT, gap BLOB, superseded INTEGER);
+CREATE INDEX open_gaps ON gaps (partition, row) WHERE superseded = 0;
+"""
+_UPSERT = """
+INSERT INTO finals VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (partition, row) DO UPDATE SET
+    action = coalesce(excluded.action, action),
+    entity = CASE WHEN excluded.action IS NULL THEN entity ELSE excluded.entity END,
+    in_scope = in_scope OR excluded.in_scope,
+    imaged = imaged OR excluded.imaged
+"""
 
 
 class Replay:
-    """The changes of a window collapsed per entity; gaps in time order."""
+    """The changes of a window collapsed per entity; gaps in time order. Held in a private SQLite
+    file (deleted on close), not in memory: a window can change millions of entities."""
 
     def __init__(self, predicate: ODataFilter | None, erased: Erasures):
         self.predicate = predicate
         self.erased = erased
-        self.finals: dict[tuple[str, str], _Final] = {}
-        self.gaps: list[dict] = []
         self.newest: str | None = None  # the newest audited change seen
+        # "": a temporary on-disk database; memory is SQLite's page cache (about 2 MiB) whatever its size.
+        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self._db.executescript(_SCHEMA)
+        self._db.execute("BEGIN")  # one transaction: nothing here needs to survive a crash
+
+    def close(self) -> None:
+        self._db.close()
 
     def _matches(self, entity: dict) -> bool:
         return self.predicate is None or self.predicate.matches(entity)
@@ -184,49 +210,53 @@ class Replay:
         keys = {"PartitionKey": change.partition_key, "RowKey": change.row_key}
         if self.erased.covers(keys):
             return
-        final = self.finals.setdefault(change.key, _Final())
+        key = _key_bytes(change.key)
+        in_scope, imaged = False, False
         before, _ = change.entity("beforeData")
         if before is not None:
-            final.imaged = True
-            final.in_scope = final.in_scope or self._matches(before)
+            imaged, in_scope = True, self._matches(before)
         if change.operation == "DELETE":
-            self._settle(final, "delete", keys)
+            self._settle(key, "delete", keys, in_scope, imaged)
             return
         after, problem = change.entity("afterData")
         if after is None:
-            final.pending.append(len(self.gaps))
-            self.gaps.append(_gap(change.timestamp, change.entity_key, problem))
+            gap = _gap(change.timestamp, change.entity_key, problem)
+            self._db.execute(
+                "INSERT INTO gaps VALUES (NULL, ?, ?, ?, ?, 0)", (*key, change.timestamp, pickle.dumps(gap))
+            )
+            self._db.execute(_UPSERT, (*key, None, None, in_scope, imaged))
             return
-        final.imaged = True
-        final.in_scope = final.in_scope or self._matches(after)
-        self._settle(final, "replace", after)
+        self._settle(key, "replace", after, in_scope or self._matches(after), True)
 
-    def _settle(self, final: _Final, action: str, entity: dict) -> None:
-        for index in final.pending:
-            self.gaps[index]["superseded"] = True  # a later whole-entity change overwrote it
-        final.pending = []
-        final.action, final.entity = action, entity
+    def _settle(self, key: tuple[bytes, bytes], action: str, entity: dict, in_scope: bool, imaged: bool) -> None:
+        # A later whole-entity change overwrote the entity's open gaps.
+        self._db.execute("UPDATE gaps SET superseded = 1 WHERE partition = ? AND row = ? AND superseded = 0", key)
+        self._db.execute(_UPSERT, (*key, action, pickle.dumps(entity), in_scope, imaged))
 
     def first_open_gap(self) -> str | None:
         """The timestamp of the earliest gap no later change of its entity overwrote."""
-        stamps = [self.gaps[final.pending[0]]["timestamp"] for final in self.finals.values() if final.pending]
-        return min(stamps, default=None)
+        return self._db.execute("SELECT min(timestamp) FROM gaps WHERE superseded = 0").fetchone()[0]
 
-    def operations(self, client) -> list[Operation]:
-        """The final operation per entity in scope, in the service's key order."""
-        planned = []
-        for key in sorted(self.finals, key=_order):
-            final = self.finals[key]
-            if final.action is None:
-                continue  # only gaps: the entity keeps its earlier state
-            if not final.in_scope and self.predicate is not None:
-                if final.imaged:
+    def gaps(self, limit: int) -> tuple[list[dict], int]:
+        """The first `limit` gaps in time order, and how many there are."""
+        rows = self._db.execute("SELECT gap, superseded FROM gaps ORDER BY id LIMIT ?", (limit,))
+        listed = [{**pickle.loads(gap), "superseded": bool(superseded)} for gap, superseded in rows]
+        return listed, self._db.execute("SELECT count(*) FROM gaps").fetchone()[0]
+
+    def operations(self, client) -> Iterator[Operation]:
+        """The final operation per entity in scope, in the service's key order, streamed."""
+        rows = self._db.execute(
+            "SELECT partition, row, action, entity, in_scope, imaged FROM finals "
+            "WHERE action IS NOT NULL ORDER BY partition, row"  # only gaps: the entity keeps its earlier state
+        )
+        for partition, row, action, entity, in_scope, imaged in rows:
+            if not in_scope and self.predicate is not None:
+                if imaged:
                     continue
-                current = _current(client, key)  # a DELETE with no image: judge by what the target holds
+                current = _current(client, _key_text(partition, row))  # a DELETE with no image: judge by the target
                 if current is None or not self.predicate.matches(current):
                     continue
-            planned.append((final.action, final.entity))
-        return planned
+            yield action, pickle.loads(entity)
 
 
 # Point-in-time restore
@@ -239,7 +269,8 @@ class PointInTimeResult:
     replay_from: str
     replayed: int = 0
     faithful_until: str = ""
-    gaps: list[dict] = field(default_factory=list)
+    gaps: list[dict] = field(default_factory=list)  # the first MAX_LISTED_GAPS
+    gaps_total: int = 0
     seconds: float = 0.0
 
     def as_json(self) -> dict:
@@ -249,8 +280,8 @@ class PointInTimeResult:
             "replay_from": self.replay_from,
             "replayed": self.replayed,
             "faithful_until": self.faithful_until,
-            "gaps": self.gaps[:MAX_LISTED_GAPS],
-            "gaps_total": len(self.gaps),
+            "gaps": self.gaps,
+            "gaps_total": self.gaps_total,
             "seconds": round(self.seconds, 3),
         }
 
@@ -276,33 +307,35 @@ def restore_to_instant(
     checked = check_point_in_time(storage, request)
     manifest, target, as_of = checked.manifest, checked.target, checked.as_of
     # The audit trail is read before anything is written: a failure here leaves the target untouched.
-    replay = Replay(checked.predicate, erasures.load(storage, request.table))
-    for change in read_changes(storage, request.table, manifest.started_at, as_of):
-        replay.add(change)
-    covered = _coverage(storage, request.table, manifest, as_of, replay)
+    with closing(Replay(checked.predicate, erasures.load(storage, request.table))) as replay:
+        for change in read_changes(storage, request.table, manifest.started_at, as_of):
+            replay.add(change)
+        covered = _coverage(storage, request.table, manifest, as_of, replay)
 
-    base = restore(
-        storage, replace_fields(request, backup=manifest.backup, as_of=None, target=target), on_progress=on_progress
-    )
-    result = PointInTimeResult(base=base, as_of=instant_text(as_of), replay_from=instant_text(manifest.started_at))
-    client = storage.tables.get_table_client(target)
-    with telemetry.operation("replay", target, backup=manifest.backup):
-        operations = replay.operations(client)
-        if operations and not request.dry_run:
-            done = base.restored + base.deleted
-            report = (lambda count: on_progress(done + count)) if on_progress else None
-            submit_operations(client, operations, workers=storage.settings.restore_workers, on_progress=report)
-        telemetry.record_volume("replay", target, len(operations))
-    result.replayed = len(operations)
-
-    gaps = replay.gaps
-    if covered is not None:
-        reason = (
-            f"no audited change to {request.table} after {covered}: changes up to {result.as_of} "
-            "may not be audited yet (or there were none)"
+        base = restore(
+            storage, replace_fields(request, backup=manifest.backup, as_of=None, target=target), on_progress=on_progress
         )
-        gaps = [*gaps, _gap(covered, None, reason)]
-    open_gap = replay.first_open_gap()
+        result = PointInTimeResult(base=base, as_of=instant_text(as_of), replay_from=instant_text(manifest.started_at))
+        client = storage.tables.get_table_client(target)
+        with telemetry.operation("replay", target, backup=manifest.backup):
+            operations = replay.operations(client)
+            if request.dry_run:
+                result.replayed = sum(1 for _ in operations)
+            else:
+                done = base.restored + base.deleted
+                report = (lambda count: on_progress(done + count)) if on_progress else None
+                workers = storage.settings.restore_workers
+                result.replayed = submit_operations(client, operations, workers=workers, on_progress=report)
+            telemetry.record_volume("replay", target, result.replayed)
+
+        gaps, result.gaps_total = replay.gaps(MAX_LISTED_GAPS)
+        if covered is not None:
+            reason = (
+                f"no audited change to {request.table} after {covered}: changes up to {result.as_of} "
+                "may not be audited yet (or there were none)"
+            )
+            gaps, result.gaps_total = [*gaps, _gap(covered, None, reason)][:MAX_LISTED_GAPS], result.gaps_total + 1
+        open_gap = replay.first_open_gap()
     result.faithful_until = min(
         [result.as_of, *([covered] if covered else []), *([tick_before(open_gap)] if open_gap else [])]
     )
@@ -321,7 +354,7 @@ def restore_to_instant(
         result.as_of,
         result.replayed,
         result.faithful_until,
-        len(result.gaps),
+        result.gaps_total,
         request.actor,
         extra={"table": request.table, "backup": manifest.backup, "target": target, "actor": request.actor},
     )

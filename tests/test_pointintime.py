@@ -537,3 +537,59 @@ def test_cli_undelete_and_refusals(audit_storage, table_with_trail):
         assert refused.returncode == code, (args, refused.stderr)
         [line] = refused.stderr.strip().splitlines()
         assert line.startswith("error: ") and message in line, line
+
+
+def test_the_replay_state_is_kept_out_of_memory_and_streamed_in_the_service_key_order():
+    """Final images live in a temporary SQLite file, keyed by UTF-16 code units: an astral key sorts
+    before U+FFFD there (not in code point order), and a lone surrogate survives the round trip."""
+    from restore.auditchanges import Change
+    from restore.pointintime import MAX_LISTED_GAPS, Replay
+    from tablebackup.erasures import Erasures
+
+    row_keys = ["\ufffd", "\U0001f600", "a", "lone \udc00"]
+    replay = Replay(None, Erasures())
+    for second, row_key in enumerate(row_keys):
+        after = {"PartitionKey": "p", "RowKey": row_key, "n": second}
+        replay.add(Change(f"2026-11-25T00:00:{second:02d}.0000000Z", "INSERT", "p", row_key, None, after))
+    replay.add(Change("2026-11-25T00:00:10.0000000Z", "DELETE", "p", "a", {"PartitionKey": "p", "RowKey": "a"}, None))
+    for index in range(MAX_LISTED_GAPS + 2):
+        replay.add(Change(f"2026-11-25T00:01:{index:02d}.0000000Z", "UPDATE", "gap", f"{index:03d}", None, None))
+    assert set(vars(replay)) == {"predicate", "erased", "newest", "_db"}  # nothing per entity in memory
+
+    operations = list(replay.operations(None))
+    listed, total = replay.gaps(MAX_LISTED_GAPS)
+    first_open = replay.first_open_gap()
+    replay.close()
+
+    assert [(action, entity["RowKey"]) for action, entity in operations] == [
+        ("delete", "a"),
+        ("replace", "lone \udc00"),
+        ("replace", "\U0001f600"),
+        ("replace", "\ufffd"),
+    ]
+    assert operations[2][1]["n"] == 1
+    assert (len(listed), total, first_open) == (MAX_LISTED_GAPS, MAX_LISTED_GAPS + 2, "2026-11-25T00:01:00.0000000Z")
+    assert listed[0] == {
+        "timestamp": "2026-11-25T00:01:00.0000000Z",
+        "entityKey": "gap:000",
+        "reason": "UPDATE without afterData",
+        "superseded": False,
+    }
+
+
+def test_a_replay_with_more_gaps_than_listed_counts_them_all(audit_storage, history, unique_name):
+    from restore.pointintime import MAX_LISTED_GAPS
+
+    trail, _manifest, times, _states = history
+    at = times[3]
+    for index in range(MAX_LISTED_GAPS + 3):
+        at = times[3] + timedelta(milliseconds=10 * (index + 1))
+        trail.send("UPDATE", ("GAP", f"{index:03d}"), at, after=None)
+
+    result = _pit(audit_storage, trail.table, at, target=unique_name("gaps"), dry_run=True)
+    body = result.as_json()
+
+    assert (len(body["gaps"]), body["gaps_total"], body["replayed"]) == (MAX_LISTED_GAPS, MAX_LISTED_GAPS + 3, 3)
+    assert body["gaps"][0]["entityKey"] == "GAP:000" and body["faithful_until"] == tick_before(
+        body["gaps"][0]["timestamp"]
+    )

@@ -325,7 +325,8 @@ def restore_to_instant(
                 done = base.restored + base.deleted
                 report = (lambda count: on_progress(done + count)) if on_progress else None
                 workers = storage.settings.restore_workers
-                result.replayed = submit_operations(client, operations, workers=workers, on_progress=report)
+                outcome = submit_operations(client, operations, workers=workers, on_progress=report)
+                result.replayed = outcome.handled
             telemetry.record_volume("replay", target, result.replayed)
 
         gaps, result.gaps_total = replay.gaps(MAX_LISTED_GAPS)

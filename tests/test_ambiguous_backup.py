@@ -19,19 +19,21 @@ from tests.test_cli import run_cli
 from tests.test_fanout import backup_blob_names, daily_run
 
 
+@pytest.mark.parametrize("answer", [500, "drop"])
 @pytest.mark.parametrize("lost", ["manifest.json", "comp=blocklist"])
-def test_the_cli_backup_succeeds_when_a_write_applied_was_answered_500(
-    storage, monkeypatch, azurite_connection_string, unique_name, lost
+def test_the_cli_backup_succeeds_when_a_write_applied_lost_its_answer(
+    storage, monkeypatch, azurite_connection_string, unique_name, lost, answer
 ):
     table = unique_name("lost")
     seed_table(storage.tables, table, 300)
     with blobs_through_proxy(monkeypatch, azurite_connection_string) as proxy:
-        proxy.after(500, method="PUT", path=lost)
+        proxy.after(answer, method="PUT", path=lost)
 
         result = run_cli("backup", "--table", table, "--json")
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert [status for method, path, status in proxy.seen if method == "PUT" and lost in path] == [500, 409]
+    lost_status = answer if answer == 500 else 0
+    assert [status for method, path, status in proxy.seen if method == "PUT" and lost in path] == [lost_status, 409]
     body = orjson.loads(result.stdout)
     assert body["failed"] == []
     [listed] = catalog.list_backups(storage.backups, table)

@@ -167,3 +167,19 @@ def test_undelete_whose_insert_answer_was_lost_reports_it_restored(audit_storage
     assert (result["source"], result["restored"]) == (source, 1)
     assert _batches(proxy)[:2] == [500, 202]
     assert table_state(trail.client) == original
+
+
+def test_mirror_counts_deletes_whose_batch_answer_was_lost_as_deleted(storage, backed_up, proxy, unique_name):
+    table, original, manifest = backed_up
+    target = unique_name("mirrored")
+    client = storage.tables.create_table(target)
+    lines = [decode_line(line) for line in read_data_lines(storage.backups, manifest)]
+    extra = [{**lines[0], "RowKey": f"{lines[0]['RowKey']}-extra{n}"} for n in range(3)]
+    submit_operations(client, upsert_operations(lines + extra))
+    proxy.after(500, method="POST", path="/$batch")
+
+    result = restore(_storage(), RestoreRequest(table=table, backup="latest", target=target, mode="mirror"))
+
+    assert (result.restored, result.deleted) == (300, 3)
+    assert _batches(proxy)[:2] == [500, 202]
+    assert table_state(client) == original

@@ -23,7 +23,7 @@ from azure.storage.blob import BlobBlock, ContainerClient
 from pydantic import BaseModel, ConfigDict
 
 from tablebackup.errors import BackupError
-from tablebackup.names import BACKUP_ID_RE
+from tablebackup.names import BACKUP_ID_RE, table_key
 
 FORMAT = "azure-table-backup"
 FORMAT_VERSION = 1
@@ -116,7 +116,7 @@ class Manifest(BaseModel):
         if self.backup != backup_id:
             return f"names backup {self.backup!r}, not its own id"
         own_table = BACKUP_ID_RE.fullmatch(backup_id)["table"]
-        if self.table.casefold() != own_table.casefold():  # table names are case-insensitive
+        if table_key(self.table) != table_key(own_table):  # table names are case-insensitive
             return f"names table {self.table!r}, not {own_table!r} of its id"
         for name in [self.data_blob] + [info.blob for info in self.blobs()]:
             folder, _, leaf = name.partition("/")

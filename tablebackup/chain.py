@@ -15,7 +15,7 @@ from tablebackup import catalog
 from tablebackup.backupformat import Manifest, read_data_lines
 from tablebackup.entities import decode_line, service_order
 from tablebackup.errors import DamagedBackup, InvalidInput
-from tablebackup.names import BACKUP_ID_RE
+from tablebackup.names import BACKUP_ID_RE, table_key
 
 # Chains longer than this point at a loop or a damaged catalog.
 MAX_CHAIN = 1000
@@ -30,7 +30,8 @@ def chain_of(container: ContainerClient, manifest: Manifest) -> list[Manifest]:
             raise DamagedBackup(f"backup {child!r} is an incremental without a usable parent")
         # A parent is an older backup of the same table: never another table's data, never a loop.
         parent_id, child_id = BACKUP_ID_RE.fullmatch(parent), BACKUP_ID_RE.fullmatch(child)
-        if not parent_id or parent_id["table"].casefold() != child_id["table"].casefold() or parent >= child:
+        same_table = parent_id and table_key(parent_id["table"]) == table_key(child_id["table"])
+        if not same_table or parent_id["stamp"] >= child_id["stamp"]:
             raise DamagedBackup(f"backup {child!r} is refused: its parent {parent!r} is no older backup of its table")
         links.append(catalog.read_manifest(container, parent))
     return links[::-1]

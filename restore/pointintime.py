@@ -52,7 +52,7 @@ from tablebackup.backupformat import Manifest
 from tablebackup.chain import state_entities
 from tablebackup.clients import Storage
 from tablebackup.erasures import Erasures
-from tablebackup.errors import BackupError, InvalidInput, NotFound
+from tablebackup.errors import BackupError, DamagedBackup, InvalidInput, NotFound
 from tablebackup.names import validate_table_name
 from tablebackup.odatafilter import ODataFilter, parse_filter
 from tablebackup.tablequery import iter_pages, odata_string
@@ -393,17 +393,24 @@ def _backup_holding(storage: Storage, table: str, key: tuple[str, str], before: 
     A backup's entities are in key order, so each is read only up to where the key would be."""
     wanted = _order(key)
     for backup_id in catalog.backup_ids(storage.backups, table):
-        manifest = catalog.read_manifest(storage.backups, backup_id)
-        if before is not None and instant_text(manifest.started_at) >= before:
-            continue
-        with closing(state_entities(storage.backups, manifest)) as entities:
-            for entity in entities:
-                found = _order((entity["PartitionKey"], entity["RowKey"]))
-                if found >= wanted:
-                    if found == wanted:
-                        return manifest
-                    break
+        try:
+            manifest = catalog.read_manifest(storage.backups, backup_id)
+            if before is not None and instant_text(manifest.started_at) >= before:
+                continue
+            if _holds(storage, manifest, wanted):
+                return manifest
+        except DamagedBackup as error:  # a backup restore would refuse: look at the older ones
+            log.warning("undelete skips backup %s: %s", backup_id, error, extra={"table": table, "backup": backup_id})
     return None
+
+
+def _holds(storage: Storage, manifest: Manifest, wanted: tuple[bytes, bytes]) -> bool:
+    with closing(state_entities(storage.backups, manifest)) as entities:
+        for entity in entities:
+            found = _order((entity["PartitionKey"], entity["RowKey"]))
+            if found >= wanted:
+                return found == wanted
+    return False
 
 
 def undelete(

@@ -268,3 +268,22 @@ def test_a_refused_newest_manifest_does_not_stop_the_backups(storage, backed_up,
     assert fresh.kind == "full" and fresh.parent is None and fresh.entities == 300
     assert f"backup {manifest.backup!r} is refused" in caplog.text
     restore(storage, RestoreRequest(table=client.table_name, backup="latest"))  # the new backup is sound
+
+
+def test_undelete_passes_over_a_refused_backup_to_an_older_one_that_holds_the_entity(audit_storage, unique_name):
+    from restore.pointintime import undelete
+
+    storage = audit_storage
+    table = unique_name("undel")
+    seed_table(storage.tables, table, 30)
+    older = backup_table(storage, table)
+    newer = backup_table(storage, table)
+    _edit_manifest(storage, newer.backup, table="elsewhere")
+    client = storage.tables.get_table_client(table)
+    lost = client.get_entity("CANDIDATE", "0000005")
+    client.delete_entity("CANDIDATE", "0000005")
+
+    result = undelete(storage, table, "CANDIDATE", "0000005")
+
+    assert (result["source"], result["backup"], result["restored"]) == ("backup", older.backup, 1)
+    assert client.get_entity("CANDIDATE", "0000005") == lost

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tablebackup.instants import tick_of
 from tablebackup.names import validate_table_name
 
 DATA_OPERATIONS = ("INSERT", "UPDATE", "DELETE")
@@ -52,9 +53,10 @@ def canonical_instant(text: str) -> str:
 
 
 def instant_text(instant: datetime) -> str:
-    """A datetime (naive means UTC) in the canonical form of canonical_instant."""
+    """A datetime (naive means UTC) in the canonical form of canonical_instant, with the 7th digit
+    an Instant (tablebackup.instants) keeps."""
     instant = (instant if instant.tzinfo else instant.replace(tzinfo=UTC)).astimezone(UTC).replace(tzinfo=None)
-    return f"{instant.isoformat(timespec='seconds')}.{instant.microsecond:06d}0Z"
+    return f"{instant.isoformat(timespec='seconds')}.{instant.microsecond:06d}{tick_of(instant)}Z"
 
 
 class AuditMessage(BaseModel):

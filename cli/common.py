@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
+
+from tablebackup.instants import parse_instant
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document on stdout.")
 
@@ -68,7 +70,6 @@ class IsoInstant(click.ParamType):
         if isinstance(value, datetime):
             return value
         try:
-            instant = datetime.fromisoformat(value)
+            return parse_instant(value)  # keeps a 7th fractional digit
         except ValueError:
             self.fail(f"{value!r} is not an ISO-8601 instant such as 2026-11-25T02:00:00Z", param, ctx)
-        return instant if instant.tzinfo else instant.replace(tzinfo=UTC)

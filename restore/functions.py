@@ -5,12 +5,13 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import azure.functions as func
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from restore import operations
 from restore.restorer import RestoreRequest
 from tablebackup.clients import Storage
 from tablebackup.httpapi import caller, error_response, json_response, parse_body
+from tablebackup.instants import parse_instant
 
 bp = func.Blueprint()
 
@@ -30,6 +31,17 @@ class RestoreBody(BaseModel):
     replay_audit: bool = Field(False, alias="replayAudit")
     # The target may be one of the app's own tables, in a mode that deletes nothing.
     allow_app_table: bool = Field(False, alias="allowAppTable")
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _all_seven_digits(cls, value):
+        # pydantic's datetime keeps 6 fractional digits; the service's instants have 7.
+        if isinstance(value, str):
+            try:
+                return parse_instant(value)
+            except ValueError:
+                return value  # pydantic refuses it with its own message
+        return value
 
 
 @bp.function_name("restore_table")

@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 import orjson
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
+from audit.messages import instant_text
 from restore.pointintime import check_point_in_time, restore_to_instant
 from restore.restorer import RestoreRequest, check_request, restore
 from tablebackup.clients import Storage
 from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
+from tablebackup.instants import parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +45,14 @@ def _create_table(storage: Storage) -> None:
 
 def request_json(request: RestoreRequest, *, replay_audit: bool = False) -> dict:
     data = asdict(request)
-    data["as_of"] = request.as_of.isoformat() if request.as_of else None
+    data["as_of"] = instant_text(request.as_of) if request.as_of else None  # all 7 digits
     if replay_audit:
         data["replay_audit"] = True  # a point-in-time restore: the backup, then the audit trail replayed
     return data
 
 
 def request_from_json(data: dict) -> RestoreRequest:
-    as_of = datetime.fromisoformat(data["as_of"]) if data.get("as_of") else None
+    as_of = parse_instant(data["as_of"]) if data.get("as_of") else None
     fields = {name: value for name, value in data.items() if name != "replay_audit"}
     return RestoreRequest(**{**fields, "as_of": as_of})
 

@@ -42,11 +42,24 @@ def _table_options(settings: Settings) -> dict:
     }
 
 
+def _from_connection_string(client_class, setting: str, value: str, **options):
+    # The SDK's own refusal (a ValueError, a traceback in the CLI) named without quoting the value.
+    try:
+        return client_class.from_connection_string(value, **options)
+    except ValueError:
+        service = "Table" if client_class is TableServiceClient else "Blob"
+        raise SettingsError(
+            f"setting {setting}: the connection string is malformed or has no {service} service endpoint"
+        ) from None
+
+
 def table_service(settings: Settings) -> TableServiceClient:
     """The Table service whose tables are backed up; retries 500, 503 and timeouts with backoff."""
     options = _table_options(settings)
     if settings.storage_connection_string:
-        return TableServiceClient.from_connection_string(settings.storage_connection_string, **options)
+        return _from_connection_string(
+            TableServiceClient, "AZURE_STORAGE_CONNECTION_STRING", settings.storage_connection_string, **options
+        )
     return TableServiceClient(
         endpoint=settings.table_service_uri,
         credential=_credential(settings.table_client_id),
@@ -72,7 +85,9 @@ def blob_service(settings: Settings) -> BlobServiceClient:
         ),
     }
     if settings.backup_connection_string:
-        return BlobServiceClient.from_connection_string(settings.backup_connection_string, **options)
+        return _from_connection_string(
+            BlobServiceClient, "BACKUP_BLOB_CONNECTION_STRING", settings.backup_connection_string, **options
+        )
     return BlobServiceClient(
         account_url=settings.backup_blob_service_uri,
         credential=_credential(settings.backup_client_id),

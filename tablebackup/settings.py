@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import binascii
 import functools
 import re
+from base64 import b64decode
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -14,6 +16,36 @@ from tablebackup.names import validate_table_name
 
 # A blob container name: 3-63 lowercase letters, digits and single hyphens.
 _CONTAINER_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z")
+
+
+def check_connection_string(value: str) -> str:
+    """A connection string's shape, checked without ever quoting it (it holds the key): `name=value`
+    pairs separated by `;`, an AccountKey in base64 with its AccountName, endpoints as URLs."""
+    pairs: dict[str, str] = {}
+    for part in filter(None, (segment.strip() for segment in value.split(";"))):
+        name, equals, text = part.partition("=")
+        if not equals or not name.strip() or not text.strip():
+            raise ValueError("the connection string is malformed: expected name=value pairs separated by ';'")
+        pairs[name.strip().lower()] = text.strip()
+    if not pairs:
+        raise ValueError("the connection string is malformed: expected name=value pairs separated by ';'")
+    if pairs.get("usedevelopmentstorage", "").lower() == "true":
+        return value
+    if "accountkey" in pairs:
+        try:
+            b64decode(pairs["accountkey"], validate=True)
+        except binascii.Error:
+            raise ValueError("the connection string is malformed: its AccountKey is not base64") from None
+        if "accountname" not in pairs:
+            raise ValueError("the connection string is malformed: it has an AccountKey but no AccountName")
+    elif "sharedaccesssignature" not in pairs:
+        raise ValueError("the connection string is malformed: it has neither an AccountKey nor a SharedAccessSignature")
+    for name in ("blobendpoint", "tableendpoint", "queueendpoint"):
+        if name in pairs and not re.match(r"^https?://[^\s/]+", pairs[name]):
+            raise ValueError("the connection string is malformed: an endpoint in it is not an http(s) URL")
+    if "accountname" not in pairs and not ({"blobendpoint", "tableendpoint"} & set(pairs)):
+        raise ValueError("the connection string is malformed: it names neither an AccountName nor an endpoint")
+    return value
 
 
 def _as_value_error(check, value):
@@ -114,6 +146,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("storage_connection_string", "backup_connection_string")
+    @classmethod
+    def _is_connection_string(cls, value: str | None) -> str | None:
+        return None if value is None else check_connection_string(value)
 
     @field_validator("backup_mode", "full_backup_day", mode="before")
     @classmethod

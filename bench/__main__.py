@@ -4,7 +4,9 @@ compare the backup's peak RSS on a table ten times smaller. Then time `python -m
 table's latest backup against a process that copies the small table with one upsert_entity() per entity,
 both as entities/s. Then back up 20 small tables in one `python -m cli backup --parallel N` for N = 1, 2
 and 4. Last, `python -m cli status` over 200 tables with 90 days of daily backups each (`--only-status`
-runs just that). Exits non-zero only if a process fails or miscounts."""
+runs just that). Then the peak RSS of each path whose memory could grow with its data at 1x and 10x
+that data (bench.memory; `--only-memory` runs just that). Exits non-zero only if a process fails or
+miscounts."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 
 from azure.data.tables import TableServiceClient
 
-from bench import machine, parallel
+from bench import machine, memory, parallel
 from bench import status as status_bench
 from bench.process import BenchFailed, Run, run
 from localdev import azurite
@@ -163,11 +165,28 @@ def main() -> int:
         help=f"tables (with {status_bench.DAYS} days of daily backups each) in the status measurement",
     )
     parser.add_argument("--only-status", action="store_true", help="measure only the protection status")
+    parser.add_argument(
+        "--memory-scale",
+        type=float,
+        default=1.0,
+        help="multiplies the 1x data of every memory path (the 10x data is always ten times that)",
+    )
+    parser.add_argument("--only-memory", action="store_true", help="measure only the memory of each path")
     args = parser.parse_args()
     if args.status_tables < 1:
         parser.error("--status-tables must be at least 1")
+    if not 0 < args.memory_scale <= 100:
+        parser.error("--memory-scale must be above 0 and at most 100")
     if args.only_status:
-        return only_status(args.status_tables)
+        return alone(
+            lambda server: status_bench.measure(server.connection_string, server.ports, args.status_tables, say),
+            status_bench.report,
+        )
+    if args.only_memory:
+        return alone(
+            lambda server: memory.measure(server.connection_string, env_for(server), args.memory_scale, say),
+            memory.report,
+        )
     if args.entities < 10:
         parser.error("--entities must be at least 10")
     if args.parallel_entities < 1:
@@ -180,12 +199,7 @@ def main() -> int:
     server = azurite.start(in_memory=True)
     try:
         seed(server.connection_string, {small_table: small, big_table: entities})
-        env = {
-            **os.environ,
-            "AZURE_STORAGE_CONNECTION_STRING": server.connection_string,
-            "BACKUP_BLOB_CONNECTION_STRING": server.connection_string,
-            "BACKUP_CONTAINER": CONTAINER,
-        }
+        env = env_for(server)
         baseline: list[Run] = []
         big: list[Run] = []
         little: list[Run] = []
@@ -208,6 +222,7 @@ def main() -> int:
         azurite_pid = server.process.pid if server.process else None
         fanout = parallel.measure(env, fanout_tables, per_table, ROUNDS, azurite_pid, say)
         status = status_bench.measure(server.connection_string, server.ports, args.status_tables, say)
+        paths = memory.measure(server.connection_string, env, args.memory_scale, say)
     except BenchFailed as error:
         say(f"bench FAILED: {error}")
         return 1
@@ -218,20 +233,33 @@ def main() -> int:
     parallel.report(fanout_tables, per_table, fanout, ROUNDS)
     print()
     status_bench.report(status)
+    print()
+    memory.report(paths)
     return 0
 
 
-def only_status(tables: int) -> int:
+def env_for(server) -> dict[str, str]:
+    """The measured processes' settings: both accounts on the bench's Azurite."""
+    return {
+        **os.environ,
+        "AZURE_STORAGE_CONNECTION_STRING": server.connection_string,
+        "BACKUP_BLOB_CONNECTION_STRING": server.connection_string,
+        "BACKUP_CONTAINER": CONTAINER,
+    }
+
+
+def alone(measure, report_section) -> int:
+    """One section of the bench on an Azurite of its own."""
     say("starting Azurite (in memory)")
     server = azurite.start(in_memory=True)
     try:
-        status = status_bench.measure(server.connection_string, server.ports, tables, say)
+        measured = measure(server)
     except BenchFailed as error:
         say(f"bench FAILED: {error}")
         return 1
     finally:
         server.stop()
-    status_bench.report(status)
+    report_section(measured)
     return 0
 
 

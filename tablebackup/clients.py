@@ -69,7 +69,7 @@ def table_service(settings: Settings) -> TableServiceClient:
 
 # The most one blob read holds in memory: the SDK's first GET is otherwise up to 32 MiB per open
 # stream, and a chain restore reads two streams per link at once.
-BLOB_READ_BYTES = 4 * 1024 * 1024
+BLOB_READ_BYTES = 1024 * 1024
 
 
 def blob_service(settings: Settings) -> BlobServiceClient:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from azure.data.tables import TableClient
+from azure.data.tables import TableClient, TableServiceClient
 
 # When the client's pipeline has no retry policy to copy (STORAGE_RETRIES' defaults).
 _DEFAULT_RETRIES, _DEFAULT_BACKOFF, _DEFAULT_BACKOFF_MAX = 5, 0.8, 60.0
@@ -20,7 +20,7 @@ class RetrySettings:
     backoff_max: float
 
     @classmethod
-    def of(cls, client: TableClient) -> RetrySettings:
+    def of(cls, client: TableClient | TableServiceClient) -> RetrySettings:
         """The client's own retry settings (STORAGE_RETRIES and its backoff), found in its pipeline."""
         try:
             policies = client._client._client._pipeline._impl_policies

@@ -8,6 +8,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 
 from tablebackup.clients import Storage
 from tablebackup.errors import BackupError, StorageUnavailable
+from tablebackup.retrysettings import RetrySettings
 from tablebackup.tablequery import odata_string
 
 # A table deleted moments ago can't be recreated until the service finishes deleting it.
@@ -22,7 +23,11 @@ def table_exists(storage: Storage, table: str) -> bool:
 
 
 def create_table(storage: Storage, table: str) -> None:
+    """Create the table. A create whose answer was lost (the SDK does not retry a POST after a
+    dropped connection or a read timeout) is sent again: "already exists" then means it landed."""
     deadline = time.monotonic() + TABLE_RECREATE_SECONDS
+    retry = RetrySettings.of(storage.tables)
+    lost = 0
     while True:
         try:
             storage.tables.create_table(table)
@@ -34,3 +39,8 @@ def create_table(storage: Storage, table: str) -> None:
             if not being_deleted or time.monotonic() > deadline:
                 raise BackupError(f"creating table {table!r} failed: {str(error).splitlines()[0]}") from None
             time.sleep(5)
+        except AzureError as error:
+            lost += 1
+            if lost > retry.retries:
+                raise StorageUnavailable(f"creating table {table!r} failed: {str(error).splitlines()[0]}") from error
+            retry.wait(lost)

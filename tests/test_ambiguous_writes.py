@@ -56,6 +56,16 @@ def _batches(proxy) -> list[int]:
     return [status for method, path, status in proxy.seen if method == "POST" and path.endswith("/$batch")]
 
 
+def _one_answer_lost(proxy, lost) -> None:
+    """The fault happened once, and every other batch was answered 202 (batches run in parallel)."""
+    assert proxy.after_faults[0].times == 0
+    statuses = _batches(proxy)
+    lost_status = 500 if lost == 500 else 202 if lost == "cut" else 0
+    others = list(statuses)
+    others.remove(lost_status)
+    assert set(others) == {202}
+
+
 @pytest.mark.parametrize("lost", LOST_ANSWERS)
 def test_restore_missing_counts_a_batch_applied_whose_answer_was_lost_as_restored(
     storage, backed_up, proxy, unique_name, lost
@@ -70,12 +80,17 @@ def test_restore_missing_counts_a_batch_applied_whose_answer_was_lost_as_restore
     result = restore(_storage(), RestoreRequest(table=table, backup="latest", target=target, mode="missing"))
 
     assert (result.restored, result.skipped) == (260, 40)
-    assert _batches(proxy)[:2] == [500 if lost == 500 else 0 if lost != "cut" else 202, 202]
+    _one_answer_lost(proxy, lost)
     assert table_state(client) == original
 
 
-def test_restore_missing_skips_what_another_writer_inserted_meanwhile(storage, backed_up, proxy, unique_name):
+def test_restore_missing_skips_what_another_writer_inserted_meanwhile(
+    storage, backed_up, proxy, monkeypatch, unique_name
+):
     table, original, _ = backed_up
+    # One batch at a time: the other writer acts before any batch of this restore reaches the table.
+    monkeypatch.setenv("RESTORE_WORKERS", "1")
+    get_settings.cache_clear()
     target = unique_name("raced")
     client = storage.tables.create_table(target)
     theirs = {"PartitionKey": "CANDIDATE", "RowKey": "0000005", "name": "written by someone else"}
@@ -130,7 +145,7 @@ def test_import_missing_counts_what_it_wrote_when_a_batch_answer_was_lost(
     result = import_entities(_storage(), ImportRequest(table=target, mode="missing", actor="ops"), FileSource(path))
 
     assert (result.imported, result.skipped, result.failed) == (5000, 0, 0)
-    assert 500 in _batches(proxy)
+    _one_answer_lost(proxy, 500)
     assert len(table_state(audit_storage.tables.get_table_client(target))) == 5000
     [entry] = find_entries(audit_storage, table=target, operation="IMPORT")
     assert (entry["afterData"]["imported"], entry["afterData"]["skipped"]) == (5000, 0)
@@ -169,8 +184,12 @@ def test_undelete_whose_insert_answer_was_lost_reports_it_restored(audit_storage
     assert table_state(trail.client) == original
 
 
-def test_mirror_counts_deletes_whose_batch_answer_was_lost_as_deleted(storage, backed_up, proxy, unique_name):
+def test_mirror_counts_deletes_whose_batch_answer_was_lost_as_deleted(
+    storage, backed_up, proxy, monkeypatch, unique_name
+):
     table, original, manifest = backed_up
+    monkeypatch.setenv("RESTORE_WORKERS", "1")  # the first batch, which holds the deletes, loses its answer
+    get_settings.cache_clear()
     target = unique_name("mirrored")
     client = storage.tables.create_table(target)
     lines = [decode_line(line) for line in read_data_lines(storage.backups, manifest)]
@@ -181,5 +200,18 @@ def test_mirror_counts_deletes_whose_batch_answer_was_lost_as_deleted(storage, b
     result = restore(_storage(), RestoreRequest(table=table, backup="latest", target=target, mode="mirror"))
 
     assert (result.restored, result.deleted) == (300, 3)
-    assert _batches(proxy)[:2] == [500, 202]
+    _one_answer_lost(proxy, 500)
     assert table_state(client) == original
+
+
+@pytest.mark.parametrize("lost", ["drop", "hang"])
+def test_a_target_table_created_whose_answer_was_lost_is_used(storage, backed_up, proxy, unique_name, lost):
+    table, original, _ = backed_up
+    target = unique_name("created")
+    proxy.after(lost, method="POST", path="/Tables")
+
+    result = restore(_storage(), RestoreRequest(table=table, backup="latest", target=target))
+
+    assert result.restored == 300
+    assert [status for method, path, status in proxy.seen if method == "POST" and "/Tables" in path][:2] == [0, 409]
+    assert table_state(storage.tables.get_table_client(target)) == original

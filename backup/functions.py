@@ -86,7 +86,7 @@ def list_backups(req: func.HttpRequest) -> func.HttpResponse:
         request = parse_fields(query_fields(req), ListRequest)
         storage = Storage.from_settings()
         table = request.table or storage.settings.table_name
-        manifests = catalog.list_backups(storage.backups, table)
+        backups = catalog.backup_summaries(storage.backups, table)
     except Exception as error:
         return error_response(error)
-    return json_response({"table": table, "backups": [m.summary() for m in manifests]})
+    return json_response({"table": table, "backups": backups})

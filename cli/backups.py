@@ -54,8 +54,10 @@ def _list_text(data: dict) -> str:
         return f"no complete backups of {data['table']}"
     rows = [f"{'BACKUP':<40} {'TAKEN AT (UTC)':<28} {'KIND':<12} {'ENTITIES':>10} {'SIZE':>10}  PARENT"]
     rows += [
-        f"{b['backup']:<40} {b['taken_at']:<28} {b['kind']:<12} {b['entities']:>10,} {human_size(b['bytes']):>10}"
-        f"  {b['parent'] or ''}"
+        f"{b['backup']:<40} REFUSED: {b['refused']}"
+        if "refused" in b
+        else f"{b['backup']:<40} {b['taken_at']:<28} {b['kind']:<12} {b['entities']:>10,} "
+        f"{human_size(b['bytes']):>10}  {b['parent'] or ''}"
         for b in data["backups"]
     ]
     return "\n".join(rows)
@@ -70,5 +72,4 @@ def list_backups(table: str | None, as_json: bool) -> None:
 
     storage = open_storage()
     table = table or storage.settings.table_name
-    manifests = catalog.list_backups(storage.backups, table)
-    emit({"table": table, "backups": [m.summary() for m in manifests]}, as_json, _list_text)
+    emit({"table": table, "backups": catalog.backup_summaries(storage.backups, table)}, as_json, _list_text)

@@ -6,6 +6,7 @@ has a fixed bound whatever the table's size."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,9 +18,11 @@ from azure.data.tables import TableClient
 from tablebackup import catalog
 from tablebackup.backupformat import MANIFEST_BLOB
 from tablebackup.clients import Storage
-from tablebackup.errors import NotFound, StorageUnavailable
+from tablebackup.errors import DamagedBackup, NotFound, StorageUnavailable
 from tablebackup.names import BACKUP_ID_RE, table_key
 from tablebackup.tablequery import odata_string
+
+log = logging.getLogger(__name__)
 
 # The old daily function's backups: `<table>-2025-01-13T02-00-00-000Z.json` at the container's root.
 _LEGACY_RE = re.compile(
@@ -144,6 +147,9 @@ def read_point(storage: Storage, backup_id: str) -> Point | None:
     try:
         manifest = catalog.read_manifest(storage.backups, backup_id)
     except NotFound:
+        return None
+    except DamagedBackup as error:  # no restorable point; verify reports why
+        log.warning("status skips backup %s: %s", backup_id, error, extra={"backup": backup_id})
         return None
     table_size = manifest.keys.lines if manifest.kind == "incremental" and manifest.keys else manifest.entities
     return Point(

@@ -107,6 +107,19 @@ def list_backups(container: ContainerClient, table: str) -> list[Manifest]:
     return [read_manifest(container, backup_id) for backup_id in backup_ids(container, table)]
 
 
+def backup_summaries(container: ContainerClient, table: str) -> list[dict]:
+    """What list-backups shows: each complete backup's summary, newest first. A backup whose
+    manifest is refused is listed as `{"backup", "table", "refused": why}`, so it hides none of
+    the others."""
+    listed = []
+    for backup_id in backup_ids(container, table):
+        try:
+            listed.append(read_manifest(container, backup_id).summary())
+        except DamagedBackup as error:
+            listed.append({"backup": backup_id, "table": table, "refused": str(error)})
+    return listed
+
+
 def latest_backup(container: ContainerClient, table: str) -> Manifest:
     ids = backup_ids(container, table)
     if not ids:

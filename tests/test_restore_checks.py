@@ -287,3 +287,26 @@ def test_undelete_passes_over_a_refused_backup_to_an_older_one_that_holds_the_en
 
     assert (result["source"], result["backup"], result["restored"]) == ("backup", older.backup, 1)
     assert client.get_entity("CANDIDATE", "0000005") == lost
+
+
+def test_one_refused_manifest_hides_no_other_backup_from_listings_and_status(functions, storage, backed_up):
+    client, older = backed_up
+    newer = backup_table(storage, client.table_name)
+    _edit_manifest(storage, older.backup, table="elsewhere")
+
+    listed = run_cli("list-backups", "-t", client.table_name, "--json")
+    human = run_cli("list-backups", "-t", client.table_name)
+    status = run_cli("status", "-t", client.table_name, "--json")
+    response = functions["list_backups"].get_user_function()(
+        func.HttpRequest("GET", "http://localhost/api/backups", params={"table": client.table_name}, body=b"")
+    )
+
+    assert listed.returncode == 0, listed.stderr
+    first, second = orjson.loads(listed.stdout)["backups"]
+    assert first["backup"] == newer.backup and first["entities"] == 300 and "refused" not in first
+    assert second["backup"] == older.backup and "its manifest names table 'elsewhere'" in second["refused"]
+    assert human.returncode == 0 and f"{older.backup:<40} REFUSED: backup {older.backup!r} is refused" in human.stdout
+    assert response.status_code == 200 and orjson.loads(response.get_body())["backups"] == [first, second]
+    # The status judges the table (here: never verified) instead of failing on the refused manifest.
+    [judged] = orjson.loads(status.stdout)["tables"]
+    assert judged["table"] == client.table_name and "is refused" not in status.stderr

@@ -150,3 +150,19 @@ def test_legacy_backups_erasures_and_the_newest_audit_event_are_reported(audit_s
     assert row["audit"]["newest_event"] == f"{day:%Y-%m-%d}T13:14:15Z"
     # Two days later nothing is within the look-back.
     assert _row(storage, table, now=day + timedelta(days=3))["audit"]["newest_event"] is None
+
+
+def test_one_row_per_table_whatever_the_spelling(storage, monkeypatch, unique_name):
+    """Table names are case-insensitive: a table configured as `Orders…` whose backups are keyed
+    `orders…` is one row, under the configured name, with its backup."""
+    table = unique_name("Orders")
+    seed_table(storage.tables, table, 12)
+    manifest = backup_table(storage, table)
+    monkeypatch.setenv("BACKUP_TABLES", table.upper())
+    get_settings.cache_clear()
+
+    document = account_status(Storage.from_settings())
+
+    [row] = document["tables"]
+    assert row["table"] == table.upper()
+    assert row["newest_backup"]["backup"] == manifest.backup and row["newest_backup"]["entities"] == 12

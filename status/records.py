@@ -196,23 +196,28 @@ def newest_rows(client: TableClient, query: str, count: int, select: list[str] |
     return found[:count]
 
 
-def _table_partition(table: str) -> str:
-    """Rows keyed by the table: under its canonical (lowercase) name, or as typed by older versions."""
-    names = dict.fromkeys([table_key(table), table])
-    return "(" + " or ".join(f"PartitionKey eq {odata_string(name)}" for name in names) + ")"
+def _table_partitions(table: str) -> list[str]:
+    """Rows keyed by the table: under its canonical (lowercase) name, or as typed by older versions.
+    One query each: a point range per PartitionKey, where an `or` of them may scan the table."""
+    return [f"PartitionKey eq {odata_string(name)}" for name in dict.fromkeys([table_key(table), table])]
+
+
+def _newest_of(client: TableClient, table: str, extra: str, count: int) -> list[dict]:
+    """The newest `count` rows of the table's partitions (rows are keyed newest first)."""
+    rows = [row for partition in _table_partitions(table) for row in newest_rows(client, partition + extra, count)]
+    return sorted(rows, key=lambda row: row["RowKey"])[:count]
 
 
 def last_verification(storage: Storage, table: str) -> dict | None:
     client = storage.tables.get_table_client(storage.settings.verifications_table)
-    rows = newest_rows(client, _table_partition(table), 1)
+    rows = _newest_of(client, table, "", 1)
     return rows[0] if rows else None
 
 
 def recent_drills(storage: Storage, table: str, kind: str, count: int) -> list[dict]:
     """The newest drills of one kind (entity or full), newest first."""
     client = storage.tables.get_table_client(storage.settings.drills_table)
-    query = f"{_table_partition(table)} and kind eq {odata_string(kind)}"
-    return newest_rows(client, query, count)
+    return _newest_of(client, table, f" and kind eq {odata_string(kind)}", count)
 
 
 def run_record(storage: Storage, since: datetime) -> dict[str, list[dict]]:
@@ -240,7 +245,9 @@ def erasure_count(storage: Storage, table: str) -> int:
     """Keys registered as erased for the table (counted page by page, nothing kept)."""
     client = storage.tables.get_table_client(storage.settings.erasures_table)
     try:
-        return sum(1 for _ in client.query_entities(_table_partition(table), select=["RowKey"]))
+        return sum(
+            1 for partition in _table_partitions(table) for _ in client.query_entities(partition, select=["RowKey"])
+        )
     except AzureError as error:
         if _table_missing(error):
             return 0

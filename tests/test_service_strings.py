@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import gzip
 
+import pytest
+
 from backup.archiver import backup_table
 from restore.restorer import RestoreRequest, restore
+from tablebackup.errors import InvalidInput
 from tests.jssdk import write_entities
 from tests.wire import table_state, wire_entities
 from transfer.exporter import ExportRequest, export_table
@@ -63,6 +66,18 @@ def test_lone_surrogates_export_and_import_exactly(storage, azurite_connection_s
     import_entities(storage, ImportRequest(table=target), FileSource(path))
 
     assert table_state(storage.tables.get_table_client(target)) == table_state(storage.tables.get_table_client(source))
+
+
+def test_a_csv_export_refuses_a_lone_surrogate_clearly(storage, azurite_connection_string, unique_name, tmp_path):
+    # A UTF-8 file cannot hold one; NDJSON and JSON keep the escape (above).
+    source = unique_name("lone")
+    write_entities(azurite_connection_string, source, single=[_js_entities("1")])
+
+    with (tmp_path / "lone.csv").open("wb") as sink, pytest.raises(InvalidInput) as refusal:
+        export_table(storage, ExportRequest(table=source, format="csv"), sink)
+
+    assert "RowKey='1' holds a string with a lone surrogate" in str(refusal.value)
+    assert "export as ndjson or json" in str(refusal.value)
 
 
 SEPARATORS = {

@@ -104,6 +104,8 @@ class CsvWriter:
                 edm = _type(entity, name)
                 row[position[(name, edm)]] = _cell(edm, entity[name])
             rows.writerow(row)
+            if b"\\ud" in line:  # a surrogate escape (wirejson writes lowercase hex): UTF-8 may fail
+                _check_encodable(row, entity)
             if text.tell() > _FLUSH_CHARS:
                 self._flush(text)
         self._flush(text)
@@ -113,6 +115,19 @@ class CsvWriter:
         self._sink.write(text.getvalue().encode())
         text.seek(0)
         text.truncate()
+
+
+def _check_encodable(row: list[str], entity: dict) -> None:
+    """A lone surrogate (the JS SDK can store one) has no UTF-8 form, so a CSV cannot hold it; NDJSON
+    and JSON keep it as the service's own escape."""
+    for cell in row:
+        try:
+            cell.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput(
+                f"entity PartitionKey={entity['PartitionKey']!r} RowKey={entity['RowKey']!r} holds a string "
+                "with a lone surrogate, which a UTF-8 CSV cannot hold: export as ndjson or json, which keep it"
+            ) from None
 
 
 def _column(cell: str) -> tuple[str, str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 
+import azure.functions as func
+import orjson
 import pytest
 
 from backup.archiver import backup_table
@@ -106,3 +108,20 @@ def test_line_and_paragraph_separators_restore_and_import_on_azurite(storage, un
     import_entities(storage, ImportRequest(table=imported), FileSource(path))
     assert table_state(storage.tables.get_table_client(imported)) == served
     assert [e["both"] for e in wire_entities(storage.tables.get_table_client(imported))] == ["\u2028\u2029"] * 2
+
+
+def test_http_csv_export_of_a_lone_surrogate_is_a_400(functions, storage, azurite_connection_string, unique_name):
+    source = unique_name("lone")
+    write_entities(azurite_connection_string, source, single=[_js_entities("1")])
+    request = func.HttpRequest(
+        "GET",
+        f"http://localhost/api/export/{source}",
+        body=b"",
+        params={"format": "csv"},
+        route_params={"table": source},
+    )
+
+    response = functions["export_table"].get_user_function()(request)
+
+    assert response.status_code == 400
+    assert "lone surrogate" in orjson.loads(response.get_body())["error"]

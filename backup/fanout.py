@@ -69,8 +69,11 @@ class WorkItem:
 
 def split_points(samples: list[str], parts: int) -> list[str]:
     """Up to parts-1 increasing PartitionKeys that cut the samples into about equal runs. A single
-    huge partition can't be cut: it stays in one part."""
+    huge partition can't be cut: it stays in one part. No samples (a manifest written before they
+    were recorded) means no cut: one part."""
     points: list[str] = []
+    if not samples:
+        return points
     for index in range(1, parts):
         candidate = samples[min(len(samples) - 1, index * len(samples) // parts)]
         if (not points or candidate > points[-1]) and candidate > samples[0]:

@@ -9,7 +9,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from backup.archiver import backup_table, backup_tables
-from backup.fanout import split_points
+from backup.fanout import plan_run, split_points
 from backup.runs import run_status
 from localdev.host import QueueOutput, deliver
 from localdev.sample import seed_table
@@ -60,6 +60,39 @@ def test_split_points_cut_samples_into_increasing_ranges():
     assert split_points(samples, 4) == ["b", "c", "d"]
     assert split_points(["only"] * 50, 8) == []  # one huge partition can't be cut
     assert split_points(["a", "b"], 8) == ["b"]
+
+
+def test_a_previous_full_backup_without_key_samples_is_planned_without_splitting(storage, monkeypatch, unique_name):
+    """A manifest written before key samples were recorded has none: the next full backup of that
+    table is one part read in one stream, not a crash of the whole run's planning."""
+    import backup.fanout
+
+    monkeypatch.setattr(backup.fanout, "STREAMS_MIN_ENTITIES", 100)
+    monkeypatch.setenv("FANOUT_THRESHOLD_ENTITIES", "100")
+    monkeypatch.setenv("PART_TARGET_ENTITIES", "150")
+    get_settings.cache_clear()
+    from tablebackup.clients import Storage
+
+    storage = Storage.from_settings()
+    table, other = unique_name("oldmanifest"), unique_name("other")
+    seed_table(storage.tables, table, 600)
+    seed_table(storage.tables, other, 10)
+    first = backup_table(storage, table)
+    older = {k: v for k, v in orjson.loads(first.model_dump_json()).items() if k != "key_samples"}
+    manifest_blob = storage.backups.get_blob_client(f"{first.backup}/manifest.json")
+    manifest_blob.upload_blob(orjson.dumps(older), overwrite=True)
+    assert catalog.read_manifest(storage.backups, first.backup).key_samples == []
+
+    assert [(item.table, item.parts, item.streams) for item in plan_run(storage, [table, other])] == [
+        (table, 1, None),
+        (other, 1, None),
+    ]
+    run = backup_tables(storage, [table, other])
+
+    assert run.ok and [m.table for m in run.backups] == [table, other]
+    second = run.backups[0]
+    assert second.parts is None and second.entities == 600
+    assert _state(storage, second) == _state(storage, first)
 
 
 def test_the_backup_records_key_samples_for_the_next_plan(fanned):

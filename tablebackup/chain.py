@@ -60,13 +60,16 @@ def _events(entities: Iterator[dict], age: int, *, deleted: bool) -> Iterator[tu
         yield service_order(entity), age, deleted, entity
 
 
-def state_entities(container: ContainerClient, manifest: Manifest) -> Iterator[dict]:
-    """The table's entities at this backup, in service order: for each key, the newest link's
-    version wins, and a deletion in a later link removes it."""
-    chain = chain_of(container, manifest)
-    if len(chain) == 1:
-        yield from _entities(container, manifest)
-        return
+def state_size(manifest: Manifest) -> int:
+    """How many entities the table held at this backup: an incremental's `entities` counts only
+    what changed, its key set counts the whole table."""
+    if manifest.kind == "incremental" and manifest.keys is not None:
+        return manifest.keys.lines
+    return manifest.entities
+
+
+def _newest_versions(container: ContainerClient, chain: list[Manifest]) -> Iterator[dict]:
+    """For each key of the chain, the newest link's version, unless a later link deleted it."""
     streams = []
     for age, link in enumerate(chain):
         streams.append(_events(_entities(container, link), age, deleted=False))
@@ -81,3 +84,30 @@ def state_entities(container: ContainerClient, manifest: Manifest) -> Iterator[d
         newest = (deleted, entity)
     if newest is not None and not newest[0]:
         yield newest[1]
+
+
+def _within(entities: Iterator[dict], keys: Iterator[dict]) -> Iterator[dict]:
+    """The entities whose key is in the key set (both streams in service order)."""
+    key = next(keys, None)
+    for entity in entities:
+        order = service_order(entity)
+        while key is not None and service_order(key) < order:
+            key = next(keys, None)
+        if key is None:
+            return
+        if service_order(key) == order:
+            yield entity
+
+
+def state_entities(container: ContainerClient, manifest: Manifest) -> Iterator[dict]:
+    """The table's entities at this backup, in service order: for each key of the backup's key set,
+    the newest link's version, unless a later link deleted it.
+
+    The key set bounds the state: an entity created after the parent and deleted while the
+    incremental ran (after its changes scan, before its key scan) is in the incremental's data but
+    in no key set, so no later link could ever record it as deleted."""
+    chain = chain_of(container, manifest)
+    if len(chain) == 1:
+        yield from _entities(container, manifest)
+        return
+    yield from _within(_newest_versions(container, chain), key_lines(container, manifest))

@@ -15,6 +15,7 @@ from backup.runs import run_queued_item, start_run
 from localdev.sample import seed_table
 from restore.restorer import RestoreRequest, restore
 from tablebackup import catalog
+from tablebackup.chain import state_size
 from tablebackup.settings import get_settings
 from tests.test_cli import run_cli
 from tests.wire import table_state
@@ -192,3 +193,46 @@ def test_the_timer_takes_a_weekly_full_and_incrementals_between(env, monkeypatch
         run_queued_item(storage, message, delivery=1)
 
     assert catalog.latest_backup(storage.backups, table).kind == kind
+
+
+def _deleting_before_the_key_scan(monkeypatch, client, key: tuple[str, str]) -> list[str]:
+    """Make the next incremental's key scan start only after `key` is deleted from the live table:
+    the real interleaving of an application deleting an entity while the incremental runs."""
+    import backup.incremental
+
+    real, scans = backup.incremental.iter_pages, []
+
+    def pages(table_client, **kwargs):
+        scans.append("keys" if kwargs.get("select") else "changes")
+        if kwargs.get("select") and key is not None:
+            client.delete_entity(*key)
+        return real(table_client, **kwargs)
+
+    monkeypatch.setattr(backup.incremental, "iter_pages", pages)
+    return scans
+
+
+def test_an_entity_created_and_deleted_while_an_incremental_runs_stays_deleted(exact, monkeypatch, unique_name):
+    """Created after the parent, deleted between the changes scan and the key scan: it is in the
+    incremental's data but in no key set. Every link's state must still be the live table."""
+    storage = exact
+    table = unique_name("ghost")
+    seed_table(storage.tables, table, 20)
+    client = storage.tables.get_table_client(table)
+    backup_table(storage, table)
+    client.upsert_entity({"PartitionKey": "GHOST", "RowKey": "short-lived", "n": 1})
+    client.update_entity({"PartitionKey": "CANDIDATE", "RowKey": "0000001", "name": "changed"}, UpdateMode.MERGE)
+
+    scans = _deleting_before_the_key_scan(monkeypatch, client, ("GHOST", "short-lived"))
+    first = backup_table(storage, table, incremental=True)
+    at_first = table_state(client)
+    monkeypatch.undo()
+
+    assert scans == ["changes", "keys"] and first.entities == 2  # the ghost was read as a change
+    assert ("GHOST", "short-lived") not in at_first
+    assert _restored(storage, first, unique_name("atfirst")) == at_first
+    assert first.keys.lines == state_size(first) == len(at_first)
+
+    client.delete_entity("CANDIDATE", "0000002")
+    second = backup_table(storage, table, incremental=True)
+    assert _restored(storage, second, unique_name("atsecond")) == table_state(client)

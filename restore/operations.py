@@ -16,6 +16,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from audit.messages import instant_text
 from restore.pointintime import check_point_in_time, restore_to_instant
 from restore.restorer import RestoreRequest, check_request, restore
+from tablebackup.chain import state_size
 from tablebackup.clients import Storage
 from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
 from tablebackup.instants import parse_instant
@@ -65,12 +66,14 @@ def _run(storage: Storage, request: RestoreRequest, replay_audit: bool, on_progr
 
 def start(storage: Storage, request: RestoreRequest, *, replay_audit: bool = False) -> tuple[dict, str | None]:
     """Run the restore now if it is small, else record it as queued. With replay_audit, a
-    point-in-time restore (restore.pointintime); its size is the backup's entity count.
+    point-in-time restore (restore.pointintime). Its size is the table's state at the backup (for an
+    incremental, its key set, not just what changed since its parent).
 
     Returns (answer, queue message): the message is None when the restore already ran."""
     # Every refusal happens here, before anything is written.
     checked = check_point_in_time(storage, request) if replay_audit else check_request(storage, request)
-    if checked.manifest.entities <= storage.settings.restore_http_max_entities:
+    entities = state_size(checked.manifest)
+    if entities <= storage.settings.restore_http_max_entities:
         return _run(storage, request, replay_audit), None
     operation = uuid.uuid4().hex
     _create_table(storage)
@@ -81,7 +84,7 @@ def start(storage: Storage, request: RestoreRequest, *, replay_audit: bool = Fal
         "operation": operation,
         "status": "queued",
         "backup": checked.manifest.backup,
-        "entities": checked.manifest.entities,
+        "entities": entities,
         "statusUrl": f"/api/restore/{operation}",
     }
     return answer, orjson.dumps({"operation": operation, "request": data}).decode()

@@ -12,6 +12,7 @@ import pytest
 from backup.archiver import backup_table
 from localdev.host import QueueOutput
 from localdev.sample import seed_table
+from tablebackup.clients import Storage
 from tablebackup.settings import get_settings
 from tests.test_cli import run_cli
 from tests.wire import table_state
@@ -108,6 +109,32 @@ def test_a_large_restore_is_queued_and_the_worker_runs_it(functions, storage, en
     assert status["status"] == "succeeded"
     assert status["result"]["restored"] == 120 and status["result"]["target"] == target
     assert table_state(storage.tables.get_table_client(target)) == original
+
+
+def test_an_incremental_is_sized_by_the_state_it_restores_not_its_changes(
+    functions, storage, monkeypatch, backed_up, unique_name
+):
+    """An incremental's `entities` counts what changed since its parent (here 1); restoring it
+    writes the whole state (120), so it is queued like the full backup would be."""
+    client, _, _ = backed_up
+    monkeypatch.setenv("INCREMENTAL_OVERLAP_MINUTES", "0")
+    monkeypatch.setenv("RESTORE_HTTP_MAX_ENTITIES", "50")
+    get_settings.cache_clear()
+    storage = Storage.from_settings()
+    client.upsert_entity({"PartitionKey": "CANDIDATE", "RowKey": "0000003", "name": "changed"})
+    incremental = backup_table(storage, client.table_name, incremental=True)
+    assert (incremental.kind, incremental.entities) == ("incremental", 1)
+    target = unique_name("chainsized")
+    jobs = QueueOutput()
+
+    response = functions["restore_table"].get_user_function()(
+        _post({"table": client.table_name, "backup": incremental.backup, "target": target}), jobs
+    )
+
+    assert response.status_code == 202, response.get_body()
+    assert orjson.loads(response.get_body())["entities"] == 120
+    assert jobs.value is not None
+    assert target not in [t.name for t in storage.tables.list_tables()]  # nothing ran inline
 
 
 def test_a_queued_restore_that_fails_is_recorded_as_failed(functions, storage, env, monkeypatch, backed_up):

@@ -14,6 +14,7 @@ from azure.core.exceptions import AzureError
 from backup.fanout import PartResult, WorkItem, assemble, back_up_part, plan_run, stream_items, stream_to_blob
 from backup.incremental import stream_incremental
 from tablebackup import catalog, telemetry
+from tablebackup.attempts import record_parent
 from tablebackup.backupformat import (
     DATA_BLOB,
     Manifest,
@@ -91,11 +92,21 @@ def _stream_changes(
 ) -> Manifest:
     try:
         storage.ensure_backup_container()
-        return stream_incremental(storage, table, backup_id, started, parent, on_progress, attempt)
+        # Before anything is read: retention must see what this attempt builds on (tablebackup.attempts).
+        record_parent(storage.backups, backup_id, parent.backup)
+        manifest = stream_incremental(storage, table, backup_id, started, parent, on_progress, attempt)
     except AzureError as error:
         raise StorageUnavailable(
             f"writing backup {backup_id!r} to {storage.backups.url} failed: {str(error).splitlines()[0]}"
         ) from error
+    try:  # the manifest is written next: never an incremental whose parent is gone
+        catalog.read_manifest(storage.backups, parent.backup)
+    except NotFound:
+        raise BackupError(
+            f"the parent {parent.backup!r} of incremental {backup_id!r} was deleted while it ran; "
+            "nothing is listed: take the backup again"
+        ) from None
+    return manifest
 
 
 def _stream_table(

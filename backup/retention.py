@@ -5,8 +5,10 @@ The policy is restic's `forget --keep-daily D --keep-weekly W --keep-monthly M`:
 complete backups newest first, each rule keeps the newest backup of each of its N newest buckets
 (UTC calendar days, ISO weeks, calendar months) that have backups; a backup kept by any rule is kept.
 On top of the policy, the guards: the newest complete backup is always kept; every backup a kept
-incremental builds on (its `parent` chain) is kept; backups taken after `now` are kept and not
-counted; incomplete backups (no manifest) are deleted once they are more than a day old.
+incremental builds on (its `parent` chain) is kept, including what an incremental still being
+written builds on (it records its parent before it reads anything: tablebackup.attempts, checked
+again just before each deletion); backups taken after `now` are kept and not counted; incomplete
+backups (no manifest) are deleted once they are more than a day old.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from azure.storage.blob import ContainerClient
 
 from audit.entries import record_operation
 from tablebackup import catalog
+from tablebackup.attempts import recorded_parents
 from tablebackup.backupformat import manifest_blob_name
 from tablebackup.clients import Storage
-from tablebackup.errors import BackupError, InvalidInput, StorageUnavailable
+from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
 from tablebackup.names import BACKUP_ID_RE, table_key, validate_backup_id, validate_table_name
 
 log = logging.getLogger(__name__)
@@ -122,24 +125,48 @@ def plan(
     return Plan(table=table, now=now, keep=keep, delete=delete, reasons=why)
 
 
+def _builds_on(container: ContainerClient, backup_id: str, complete: bool) -> list[str]:
+    """The backups this one builds on: its manifest's parent, or what its attempts recorded."""
+    if not complete:
+        return recorded_parents(container, backup_id)
+    parent = catalog.read_manifest(container, backup_id).parent
+    return [parent] if parent else []
+
+
 def _keep_parents(container: ContainerClient, attempts: list, reasons: dict[str, list[str]]) -> None:
-    """Keep the whole parent chain of every kept incremental. Only kept backups' manifests are read:
-    a backup being deleted cannot make another one needed."""
+    """Keep the whole parent chain of every kept incremental, complete or still being written. Only
+    kept backups are read: a backup being deleted cannot make another one needed."""
     existing = {backup_id: complete for backup_id, complete, _ in attempts}
-    pending = [backup_id for backup_id, complete, _ in attempts if complete and reasons.get(backup_id)]
+    pending = [backup_id for backup_id, _, _ in attempts if reasons.get(backup_id)]
     seen = set(pending)
     while pending:
         child = pending.pop()
-        parent = catalog.read_manifest(container, child).parent
-        if parent is None:
+        for parent in _builds_on(container, child, existing[child]):
+            if parent not in existing:
+                log.warning("backup %s builds on %s, which does not exist", child, parent, extra={"backup": child})
+                continue
+            reasons[parent].append(f"parent of {child}")
+            if existing[parent] and parent not in seen:
+                seen.add(parent)
+                pending.append(parent)
+
+
+def _in_progress_chains(container: ContainerClient, table: str, now: datetime) -> dict[str, str]:
+    """backup -> an attempt in progress now whose chain holds it. Read again just before deleting:
+    an incremental may have started after the plan was made."""
+    needed: dict[str, str] = {}
+    for attempt, complete in catalog.backup_attempts(container, table):
+        if complete or now - _taken_at(attempt) > INCOMPLETE_GRACE:
             continue
-        if parent not in existing:
-            log.warning("backup %s builds on %s, which does not exist", child, parent, extra={"backup": child})
-            continue
-        reasons[parent].append(f"parent of {child}")
-        if existing[parent] and parent not in seen:
-            seen.add(parent)
-            pending.append(parent)
+        chain = recorded_parents(container, attempt)
+        while chain:
+            parent = chain.pop()
+            if parent in needed:
+                continue
+            needed[parent] = attempt
+            with contextlib.suppress(NotFound):
+                chain += _builds_on(container, parent, True)
+    return needed
 
 
 def delete_backup(container: ContainerClient, backup_id: str) -> None:
@@ -204,8 +231,17 @@ def prune(
             log.info("retention planned: %s", summary, extra={"table": table})
             if dry_run:
                 continue
+            deleted, needed = [], _in_progress_chains(storage.backups, table, now)
             for backup_id in planned.delete:
+                child = needed.get(backup_id)
+                if child is not None:
+                    log.info("backup kept: table=%s backup=%s (parent of %s, in progress)", table, backup_id, child)
+                    result["delete"].remove(backup_id)
+                    result["keep"].append(backup_id)
+                    result["reasons"][backup_id] = [f"parent of {child}"]
+                    continue
                 delete_backup(storage.backups, backup_id)
+                deleted.append(backup_id)
                 result["deleted"].append(backup_id)
                 reason = ", ".join(planned.reasons[backup_id])
                 log.info(
@@ -215,8 +251,8 @@ def prune(
                     reason,
                     extra={"table": table, "backup": backup_id},
                 )
-            if planned.delete:
-                record_operation(storage, "PRUNE", actor, table, {"deleted": planned.delete, **counts})
+            if deleted:
+                record_operation(storage, "PRUNE", actor, table, {"deleted": deleted, **counts})
         except BackupError as error:
             log.error("pruning failed: table=%s: %s", table, error, extra={"table": table, "error": str(error)})
             result["failed"].append({"table": table, "error": str(error)})

@@ -11,11 +11,15 @@ import pytest
 from azure.data.tables import UpdateMode
 
 from backup.archiver import backup_table
+from backup.retention import prune
 from backup.runs import run_queued_item, start_run
 from localdev.sample import seed_table
 from restore.restorer import RestoreRequest, restore
 from tablebackup import catalog
+from tablebackup.attempts import record_parent
+from tablebackup.backupformat import new_backup_id
 from tablebackup.chain import state_size
+from tablebackup.errors import BackupError
 from tablebackup.settings import get_settings
 from tests.test_cli import run_cli
 from tests.wire import table_state
@@ -170,6 +174,83 @@ def test_an_incremental_whose_parent_is_gone_is_refused(exact, unique_name):
     with pytest.raises(Exception, match="not found"):
         restore(storage, RestoreRequest(table=table, backup=incremental.backup, target=unique_name("x")))
     assert not verify_backup(storage, table, incremental.backup).ok
+
+
+def test_pruning_while_an_incremental_runs_keeps_its_parent(exact, monkeypatch, unique_name):
+    """A newer full backup (a safety backup before a restore, say) completes while an incremental is
+    being written, and retention runs: the incremental's parent is no longer the newest, but it must
+    stay, or the incremental completes without it."""
+    import backup.archiver
+
+    storage = exact
+    table = unique_name("prunerace")
+    seed_table(storage.tables, table, 20)
+    client = storage.tables.get_table_client(table)
+    parent = backup_table(storage, table)
+    client.delete_entity("CANDIDATE", "0000003")
+    real, meanwhile = backup.archiver.write_manifest, {}
+
+    def write_manifest(container, manifest):
+        if manifest.kind == "incremental" and not meanwhile:
+            meanwhile["newer"] = backup_table(storage, table)
+            meanwhile["pruned"] = prune(storage, [table], keep_daily=1, keep_weekly=0, keep_monthly=0)
+        real(container, manifest)
+
+    monkeypatch.setattr(backup.archiver, "write_manifest", write_manifest)
+    incremental = backup_table(storage, table, incremental=True)
+    monkeypatch.undo()
+
+    pruned = meanwhile["pruned"]
+    assert (incremental.parent, pruned["deleted"]) == (parent.backup, [])
+    assert f"parent of {incremental.backup}" in pruned["reasons"][parent.backup]
+    assert _restored(storage, incremental, unique_name("atincr")) == table_state(client)
+    assert verify_backup(storage, table, incremental.backup).ok
+
+
+def test_an_incremental_started_after_retention_planned_still_keeps_its_parent(exact, monkeypatch, unique_name):
+    """Retention reads the attempts in progress again just before it deletes: an incremental that
+    recorded its parent after the plan was made still protects it."""
+    import backup.retention
+
+    storage = exact
+    table = unique_name("lateincr")
+    seed_table(storage.tables, table, 5)
+    parent = backup_table(storage, table)
+    newer = backup_table(storage, table)
+    started = new_backup_id(table, datetime.now(UTC))
+    real = backup.retention.plan
+
+    def plan_then_an_incremental_starts(*args, **kwargs):
+        planned = real(*args, **kwargs)
+        record_parent(storage.backups, started, parent.backup)  # what an incremental does first
+        return planned
+
+    monkeypatch.setattr(backup.retention, "plan", plan_then_an_incremental_starts)
+    pruned = prune(storage, [table], keep_daily=1, keep_weekly=0, keep_monthly=0)
+
+    assert pruned["deleted"] == [] and parent.backup in pruned["keep"] and newer.backup in pruned["keep"]
+    assert pruned["reasons"][parent.backup] == [f"parent of {started}"]
+    assert catalog.read_manifest(storage.backups, parent.backup).backup == parent.backup
+
+
+def test_an_incremental_whose_parent_is_deleted_while_it_runs_is_never_listed(exact, monkeypatch, unique_name):
+    storage = exact
+    table = unique_name("parentgone")
+    seed_table(storage.tables, table, 5)
+    parent = backup_table(storage, table)
+    import backup.incremental
+
+    real = backup.incremental.iter_pages
+
+    def pages(table_client, **kwargs):
+        if kwargs.get("select"):  # between the scans, the parent loses its manifest (deleted by hand)
+            storage.backups.delete_blob(f"{parent.backup}/manifest.json")
+        return real(table_client, **kwargs)
+
+    monkeypatch.setattr(backup.incremental, "iter_pages", pages)
+    with pytest.raises(BackupError, match="was deleted while it ran"):
+        backup_table(storage, table, incremental=True)
+    assert catalog.backup_ids(storage.backups, table) == []
 
 
 @pytest.mark.parametrize(("day", "kind"), [("2026-11-29", "full"), ("2026-11-30", "incremental")])

@@ -14,6 +14,8 @@ decode on every delivery and ends in the poison queue. This client always sends 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +33,19 @@ DEFAULT_QUEUE = "audit-events"
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
+_sequence_lock = threading.Lock()
+_last_sequence = 0
+
+
+def next_sequence() -> int:
+    """Nanoseconds since the epoch, but strictly greater than the last one this process gave: it
+    orders this process's messages exactly, and other processes' as well as their clocks agree."""
+    global _last_sequence
+    with _sequence_lock:
+        _last_sequence = max(_last_sequence + 1, time.time_ns())
+        return _last_sequence
+
+
 def audit_message(
     *,
     table: str,
@@ -41,9 +56,11 @@ def audit_message(
     before: Mapping[str, Any] | None = None,
     after: Mapping[str, Any] | None = None,
     timestamp: datetime | str | None = None,
+    sequence: int | None = None,
 ) -> dict:
     """The message for one change, checked as the writer will check it (InvalidInput if not valid).
-    before/after may be TableEntity objects or dicts; they are sent in the lossless JSON form."""
+    before/after may be TableEntity objects or dicts; they are sent in the lossless JSON form.
+    sequence defaults to next_sequence(), so replay knows the order of changes at one instant."""
     if timestamp is None or isinstance(timestamp, datetime):
         timestamp = instant_text(timestamp or datetime.now(UTC))
     message = {
@@ -55,6 +72,7 @@ def audit_message(
         "timestamp": timestamp,
         "beforeData": lossless_entity(before) if before is not None else None,
         "afterData": lossless_entity(after) if after is not None else None,
+        "sequence": next_sequence() if sequence is None else sequence,
     }
     try:
         parse_message(orjson.dumps(message))

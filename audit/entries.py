@@ -2,7 +2,9 @@
 
 PartitionKey `AUDIT_{YYYY-MM-DD}` (the event's UTC day), RowKey `{YYYYMMDDTHHMMSS.fffffffZ}_{UUID}`
 (sorts by time). Properties: tableName, operation, entityKey (`PK:RK`), partitionKey, rowKey,
-userId, timestamp (Edm.DateTime), beforeData and afterData (JSON text, annotations kept), messageId.
+userId, timestamp (Edm.DateTime), beforeData and afterData (JSON text, annotations kept), messageId,
+and what orders changes that share a timestamp: sequence (Edm.Int64, when the sender gave one) and
+insertedAt (Edm.DateTime, when the message was put on the queue).
 An image above the 64 KiB property limit is a blob instead, named by `beforeDataBlob` /
 `afterDataBlob` (and `beforeData` / `afterData` are then absent).
 """
@@ -73,9 +75,14 @@ def _insert(storage: Storage, entity: dict) -> bool:
     return insert_once(storage.tables, storage.settings.audit_table, entity)
 
 
-def write_event(storage: Storage, event: AuditEvent, message_id: str) -> bool:
+def write_event(storage: Storage, event: AuditEvent, message_id: str, inserted_at: datetime | None = None) -> bool:
     """Write the message's entry unless it exists already; returns whether it was written now."""
-    return _insert(storage, _entity(event, entry_id(message_id), message_id, event.entity_key))
+    entity = _entity(event, entry_id(message_id), message_id, event.entity_key)
+    if event.sequence is not None:
+        entity["sequence"] = EntityProperty(event.sequence, EdmType.INT64)
+    if inserted_at is not None:
+        entity["insertedAt"] = EntityProperty(instant_text(inserted_at), EdmType.DATETIME)
+    return _insert(storage, entity)
 
 
 def record_operation(storage: Storage, operation: str, actor: str, table: str, details: dict) -> None:

@@ -3,7 +3,9 @@
 A message is one JSON object: tableName, operation (INSERT, UPDATE or DELETE), partitionKey and
 rowKey (or the older "entityKey": "PK:RK", split on its first colon), userId, timestamp (ISO-8601,
 UTC if it has no offset; up to 7 fractional digits kept), and beforeData / afterData, each the
-entity as a JSON object (with @odata.type annotations, as backups write them) or null.
+entity as a JSON object (with @odata.type annotations, as backups write them) or null, and
+optionally sequence: an integer that grows with each message the sender sends, which orders changes
+of one entity that share a timestamp (audit.client sends one).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class AuditMessage(BaseModel):
     timestamp: str
     before_data: dict[str, Any] | None = Field(None, alias="beforeData")
     after_data: dict[str, Any] | None = Field(None, alias="afterData")
+    sequence: int | None = Field(None, ge=0, le=_INT64[1])
 
     @field_validator("table_name")
     @classmethod
@@ -113,6 +116,7 @@ class AuditEvent:
     timestamp: str  # canonical_instant form
     before_data: str
     after_data: str
+    sequence: int | None = None  # the sender's order of changes that share a timestamp
 
     @property
     def entity_key(self) -> str:
@@ -178,4 +182,5 @@ def parse_message(body: bytes | str) -> AuditEvent:
         timestamp=message.timestamp,
         before_data=_json_text(data.get("beforeData")),
         after_data=_json_text(data.get("afterData")),
+        sequence=message.sequence,
     )

@@ -36,7 +36,7 @@ def handle_message(
     message_id = message_id or "sha256:" + hashlib.sha256(body).hexdigest()
     try:
         event = parse_message(body)
-        written = write_event(storage, event, message_id)
+        written = write_event(storage, event, message_id, inserted_at)
     except (Rejected, Refused) as error:
         reason = str(error)
     except (StorageUnavailable, AzureError):

@@ -5,12 +5,18 @@ audit.queries.find_entries is the general query; a replay needs only the data op
 UPDATE, DELETE; the app's own RESTORE, IMPORT, ... are not entity changes), as a stream rather than
 a list. It reads the same partitions with the same RowKey bounds, and keeps each image's problem
 (entry_json's `unreadable`) with its change.
+
+Changes come in timestamp order. Changes of one entity that share a timestamp are put in the order
+the application sent them: by the sequence it sent, else by the queue's insertion time, when these
+tell every one of them apart. Otherwise the order is unknown: they keep their RowKey order (a uuid:
+no order at all) and are marked `tied`, so replay reports a gap instead of claiming faithfulness.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 from audit.entries import PARTITION_PREFIX, entry_json, row_stamp
@@ -37,6 +43,9 @@ class Change:
     before: dict | None
     after: dict | None
     unreadable: dict[str, str] = field(default_factory=dict)
+    sequence: int | None = None  # the sender's order (audit.client.next_sequence)
+    inserted_at: str | None = None  # canonical instant the message was put on the queue
+    tied: bool = False  # shares its timestamp with another change of its entity, order unknown
 
     @property
     def key(self) -> tuple[str, str]:
@@ -75,7 +84,31 @@ def _change(storage: Storage, wire: dict) -> Change:
         before=entry["beforeData"],
         after=entry["afterData"],
         unreadable=entry.get("unreadable", {}),
+        sequence=int(wire["sequence"]) if wire.get("sequence") is not None else None,
+        inserted_at=canonical_instant(wire["insertedAt"]) if wire.get("insertedAt") else None,
     )
+
+
+def _send_order(same_entity: list[Change]) -> list[Change]:
+    """Changes of one entity at one instant in the order they were sent, or marked tied."""
+    if len(same_entity) == 1:
+        return same_entity
+    for order in (lambda change: change.sequence, lambda change: change.inserted_at):
+        values = [order(change) for change in same_entity]
+        if None not in values and len(set(values)) == len(values):
+            return sorted(same_entity, key=order)
+    return [replace(change, tied=True) for change in same_entity]
+
+
+def in_send_order(changes: Iterable[Change]) -> Iterator[Change]:
+    """Changes in timestamp order, those of one entity at one instant in send order (see above).
+    Memory holds the changes of one instant."""
+    for _, same_instant in itertools.groupby(changes, key=lambda change: change.timestamp):
+        by_entity: dict[tuple[str, str], list[Change]] = {}
+        for change in same_instant:
+            by_entity.setdefault(change.key, []).append(change)
+        for same_entity in by_entity.values():
+            yield from _send_order(same_entity)
 
 
 def _days(first: date, last: date) -> Iterator[date]:
@@ -109,13 +142,18 @@ def read_changes(
     """The audited INSERT, UPDATE and DELETE changes of `table` (optionally of one entity), since and
     until inclusive (a naive datetime is UTC; defaults as audit queries'), in time order. A change
     whose image cannot be read is still yielded, with the reason in `unreadable`; a storage failure
-    raises. Entries with the same timestamp come in RowKey order (the entry's id), not send order."""
+    raises. Changes of one entity with the same timestamp come in send order, or marked tied."""
     validate_table_name(table)
     since, until = time_range(since, until, storage.settings.audit_query_days)
     low, high = row_stamp(instant_text(since)), row_stamp(instant_text(until)) + "~"
+    days = _days(since.date(), until.date())
+    yield from in_send_order(_entries(storage, table, days, low, high, (partition_key, row_key)))
+
+
+def _entries(storage: Storage, table: str, days: Iterator[date], low: str, high: str, keys: tuple) -> Iterator[Change]:
     client = storage.tables.get_table_client(storage.settings.audit_table)
-    for day in _days(since.date(), until.date()):
-        query = _query(table, day, low, high, (partition_key, row_key))
+    for day in days:
+        query = _query(table, day, low, high, keys)
         try:
             for page in iter_pages(client, query_filter=query):
                 for wire in page:

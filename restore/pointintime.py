@@ -23,8 +23,10 @@ image in the window is in scope when the entity the target holds (after the back
 Erased keys (GDPR) are never replayed.
 
 Gaps are reported, never hidden: an INSERT or UPDATE without a usable afterData (absent, its payload
-blob missing, not JSON, not a valid entity), and an instant beyond the table's newest audited
-change (the writer may not have caught up, or there were no changes: the audit trail cannot tell).
+blob missing, not JSON, not a valid entity); changes of one entity at one instant whose order is
+unknown (restore.auditchanges: no distinct sequence or queue insertion time) and that would leave it
+in different states; and an instant beyond the table's newest audited change (the writer may not
+have caught up, or there were no changes: the audit trail cannot tell).
 `faithful_until` is the last instant up to which every audited change is reflected: the instant
 itself, one tick (100 ns) before the first gap whose entity no later readable change overwrote, or
 the newest audited change when the instant is beyond it. Messages still on the audit queue, or in
@@ -42,6 +44,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_fields
 from datetime import UTC, datetime, timedelta
+
+import orjson
 
 from audit.entries import record_operation
 from audit.messages import DATA_OPERATIONS, instant_text
@@ -155,6 +159,16 @@ def check_point_in_time(storage: Storage, request: RestoreRequest) -> Checked:
 # Collapsing the changes
 
 
+def _outcome(change: Change) -> tuple:
+    """The state one change leaves its entity in, comparable with another change's."""
+    if change.operation == "DELETE":
+        return ("delete",)
+    after, _ = change.entity("afterData")
+    if after is None:
+        return ("unknown", id(change))
+    return ("replace", orjson.dumps(after, option=orjson.OPT_SORT_KEYS))
+
+
 def _key_bytes(key: tuple[str, str]) -> tuple[bytes, bytes]:
     """_order, lone surrogates included: SQLite compares BLOBs bytewise, which is the service's order."""
     return key[0].encode("utf-16-be", "surrogatepass"), key[1].encode("utf-16-be", "surrogatepass")
@@ -196,6 +210,9 @@ class Replay:
         self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
         self._db.executescript(_SCHEMA)
         self._db.execute("BEGIN")  # one transaction: nothing here needs to survive a crash
+        # The entity and instant of the current run of tied changes, the states they would leave,
+        # and the id of the gap they make once those differ.
+        self._tie: tuple[tuple, set, int | None] | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -204,6 +221,33 @@ class Replay:
         return self.predicate is None or self.predicate.matches(entity)
 
     def add(self, change: Change) -> None:
+        self._add(change)
+        keys = {"PartitionKey": change.partition_key, "RowKey": change.row_key}
+        if change.tied and change.operation in DATA_OPERATIONS and not self.erased.covers(keys):
+            self._unordered(change)
+
+    def _unordered(self, change: Change) -> None:
+        """One of several changes of an entity at one instant whose order is unknown: when they would
+        leave it in different states, its state from then on is a gap until a later change settles it."""
+        group = (change.key, change.timestamp)
+        if self._tie is None or self._tie[0] != group:
+            self._tie = (group, set(), None)
+        _, outcomes, gap = self._tie
+        outcomes.add(_outcome(change))
+        if len(outcomes) == 1:
+            return
+        if gap is not None:  # a later change of the same run settled it: only a later instant does
+            self._db.execute("UPDATE gaps SET superseded = 0 WHERE id = ?", (gap,))
+            return
+        reason = "changes at the same instant in an unknown order (no distinct sequence or queue insertion time)"
+        row = (
+            *_key_bytes(change.key),
+            change.timestamp,
+            pickle.dumps(_gap(change.timestamp, change.entity_key, reason)),
+        )
+        self._tie = (group, outcomes, self._db.execute("INSERT INTO gaps VALUES (NULL, ?, ?, ?, ?, 0)", row).lastrowid)
+
+    def _add(self, change: Change) -> None:
         if change.operation not in DATA_OPERATIONS:
             return  # the app's own entries (RESTORE, IMPORT, ...) are not entity changes
         self.newest = change.timestamp

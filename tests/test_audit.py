@@ -285,6 +285,10 @@ def _json(**changes) -> bytes:
         (_json(afterData="a string"), "afterData"),
         (_json(afterData={"big": 2**70}), "beyond 64 bits"),
         (_json(colour="blue"), "colour: Extra inputs are not permitted"),
+        (_json(sequence=-1), "sequence: Input should be greater than or equal to 0"),
+        (_json(sequence="12"), "sequence: Input should be a valid integer"),
+        (_json(sequence=True), "sequence: Input should be a valid integer"),
+        (_json(sequence=2**63), "beyond 64 bits"),
     ],
     ids=lambda value: value[:40] if isinstance(value, str) else None,
 )
@@ -733,6 +737,7 @@ def test_audit_message_is_the_wire_format():
         user_id="bob",
         before={"n": 2**40, "d": when, "f": 2.0, "g": uuid.UUID(int=1), "b": b"\x00\xff", "nan": float("nan")},
         timestamp=when,
+        sequence=7,
     )
 
     assert message == {
@@ -757,4 +762,9 @@ def test_audit_message_is_the_wire_format():
             "nan@odata.type": "Edm.Double",
         },
         "afterData": None,
+        "sequence": 7,
     }
+    # Without one, the client numbers its messages: strictly increasing, so one instant still orders.
+    fields = {**_producer_fields("candidates"), "timestamp": when}
+    sequences = [audit_message(**fields)["sequence"] for _ in range(100)]
+    assert sequences == sorted(set(sequences))

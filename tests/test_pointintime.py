@@ -5,6 +5,7 @@ that instant."""
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,10 @@ from datetime import UTC, datetime, timedelta
 import azure.functions as func
 import orjson
 import pytest
+from azure.functions.queue import QueueMessage
 
-from audit.entries import record_operation
+from audit.client import AuditClient
+from audit.entries import entry_id, record_operation
 from audit.messages import instant_text
 from audit.queries import find_entries
 from audit.writer import handle_message
@@ -31,7 +34,7 @@ from tablebackup.tablequery import iter_pages, odata_string
 from tablebackup.tablewriter import submit_operations
 from tests.test_cli import run_cli
 from tests.test_restore_functions import _status
-from tests.wire import table_state
+from tests.wire import table_state, typed
 
 A = ("CANDIDATE", "0000001")
 B = ("CANDIDATE", "0000002")
@@ -427,6 +430,150 @@ def test_undelete_refuses_an_erased_key(audit_storage, table_with_trail):
     assert A not in table_state(trail.client)
 
 
+# Changes at the same instant
+
+
+def _ids_in_reverse_row_key_order(count: int) -> list[str]:
+    """Queue message ids whose entries' RowKeys (the same timestamp, then a uuid from the id) sort in
+    the reverse of the order they are sent: RowKey order alone would replay them backwards."""
+    ids = [f"msg-{uuid.uuid4()}"]
+    while len(ids) < count:
+        candidate = f"msg-{uuid.uuid4()}"
+        if str(entry_id(candidate)) < str(entry_id(ids[-1])):
+            ids.append(candidate)
+    return ids
+
+
+def _deliver_at_one_instant(functions, table: str, changes: list[tuple], at: datetime, **order) -> None:
+    """Deliver (operation, key, before, after, fields) messages, all with timestamp `at`, through the
+    registered audit writer, in this order, with adversarial message ids. `order` gives per-message
+    `sequences` and/or `inserted` (queue insertion times) lists."""
+    ids = _ids_in_reverse_row_key_order(len(changes))
+    for index, (operation, key, before, after) in enumerate(changes):
+        message = {
+            "tableName": table,
+            "operation": operation,
+            "partitionKey": key[0],
+            "rowKey": key[1],
+            "userId": "app@example.com",
+            "timestamp": instant_text(at),
+            "beforeData": before,
+            "afterData": after,
+        }
+        if "sequences" in order:
+            message["sequence"] = order["sequences"][index]
+        inserted = order["inserted"][index] if "inserted" in order else None
+        queued = QueueMessage(id=ids[index], body=orjson.dumps(message), dequeue_count=1, insertion_time=inserted)
+        assert functions["audit_writer"].get_user_function()(queued) is None
+
+
+@pytest.fixture
+def tick(audit_storage, unique_name):
+    """A backed-up 25-entity table and an instant after its backup, plus a later one (so the audit
+    trail covers the instant); the application deletes B and inserts it again at that one instant."""
+    table = unique_name("tick")
+    seed_table(audit_storage.tables, table, 25)
+    trail = Trail(audit_storage, table)
+    manifest = backup_table(audit_storage, table)
+    at = manifest.finished_at + timedelta(seconds=1)
+    before = trail.current(B)
+    trail.send("UPDATE", A, at + timedelta(seconds=5), before=trail.current(A), after=trail.current(A))
+    again = _entity(B, "Bea, back", 7)
+    changes = [("DELETE", B, before, None), ("INSERT", B, None, again)]
+    return trail, at, changes, again
+
+
+def test_a_delete_then_insert_at_one_instant_replays_in_the_order_sent(functions, audit_storage, tick, unique_name):
+    trail, at, changes, again = tick
+    _deliver_at_one_instant(functions, trail.table, changes, at, sequences=[1, 2])
+    target = unique_name("seq")
+
+    body = _pit(audit_storage, trail.table, at + timedelta(seconds=1), target=target).as_json()
+
+    assert table_state(audit_storage.tables.get_table_client(target))[B] == typed(again)
+    assert (body["gaps"], body["faithful_until"]) == ([], instant_text(at + timedelta(seconds=1)))
+
+
+def test_without_a_sequence_the_queue_insertion_time_orders_them(functions, audit_storage, tick, unique_name):
+    trail, at, changes, again = tick
+    sent = datetime(2026, 11, 25, 2, 0, 0, tzinfo=UTC)
+    _deliver_at_one_instant(functions, trail.table, changes, at, inserted=[sent, sent + timedelta(seconds=1)])
+    target = unique_name("inserted")
+
+    body = _pit(audit_storage, trail.table, at + timedelta(seconds=1), target=target).as_json()
+
+    assert table_state(audit_storage.tables.get_table_client(target))[B] == typed(again)
+    assert body["gaps"] == []
+
+
+def test_changes_at_one_instant_in_an_unknown_order_are_a_gap(functions, audit_storage, tick, unique_name):
+    """Same timestamp, no sequence, the same insertion second: the order can't be established, so
+    the result says so instead of claiming the instant."""
+    trail, at, changes, _ = tick
+    sent = datetime(2026, 11, 25, 2, 0, 0, tzinfo=UTC)
+    _deliver_at_one_instant(functions, trail.table, changes, at, inserted=[sent, sent])
+    as_of = at + timedelta(seconds=1)
+
+    body = _pit(audit_storage, trail.table, as_of, target=unique_name("unknown")).as_json()
+
+    [gap] = body["gaps"]
+    assert (gap["timestamp"], gap["entityKey"], gap["superseded"]) == (instant_text(at), f"{B[0]}:{B[1]}", False)
+    assert "unknown order" in gap["reason"]
+    assert body["faithful_until"] == tick_before(instant_text(at))
+
+    # A later change of the entity settles its state: the gap no longer limits faithfulness.
+    later = at + timedelta(seconds=2)
+    trail.send("UPDATE", B, later, before=None, after=_entity(B, "Bea, settled", 8))
+    settled = _pit(audit_storage, trail.table, later, target=unique_name("settled")).as_json()
+    assert [gap["superseded"] for gap in settled["gaps"]] == [True]
+    assert settled["faithful_until"] == instant_text(later)
+
+
+def test_tied_changes_that_leave_the_same_state_are_no_gap(functions, audit_storage, tick, unique_name):
+    trail, at, _, _ = tick
+    same = [("UPDATE", A, None, _entity(A, "Ada", 1)), ("UPDATE", A, None, _entity(A, "Ada", 1))]
+    _deliver_at_one_instant(functions, trail.table, same, at)
+    target = unique_name("same")
+
+    body = _pit(audit_storage, trail.table, at + timedelta(seconds=1), target=target).as_json()
+
+    assert body["gaps"] == [] and body["faithful_until"] == instant_text(at + timedelta(seconds=1))
+    assert table_state(audit_storage.tables.get_table_client(target))[A] == typed(_entity(A, "Ada", 1))
+
+
+def test_the_audit_client_sends_a_sequence_that_orders_one_instant(
+    functions, audit_storage, azurite_connection_string, tick, unique_name
+):
+    """End to end: the application's AuditClient on the real queue, the writer fed what the queue
+    delivers; the client's sequence alone orders a DELETE and an INSERT sent with one timestamp."""
+    trail, at, changes, again = tick
+    queue_name = f"audit-{uuid.uuid4().hex[:12]}"
+    with AuditClient.from_connection_string(azurite_connection_string, queue_name) as producer:
+        for operation, key, before, after in changes:
+            producer.send(
+                table=trail.table,
+                operation=operation,
+                partition_key=key[0],
+                row_key=key[1],
+                user_id="app@example.com",
+                before=before,
+                after=after,
+                timestamp=at,
+            )
+        received = list(producer.queue.receive_messages(max_messages=32, visibility_timeout=60))
+    assert len(received) == 2
+    for message in reversed(received):  # delivered in the reverse order: the sequence must still tell
+        body = base64.b64decode(message.content, validate=True)  # the host decodes, as host.json says
+        queued = QueueMessage(id=message.id, body=body, dequeue_count=1, insertion_time=message.inserted_on)
+        assert functions["audit_writer"].get_user_function()(queued) is None
+    target = unique_name("client")
+
+    body = _pit(audit_storage, trail.table, at + timedelta(seconds=1), target=target).as_json()
+
+    assert table_state(audit_storage.tables.get_table_client(target))[B] == typed(again)
+    assert body["gaps"] == []
+
+
 # HTTP
 
 
@@ -554,7 +701,8 @@ def test_the_replay_state_is_kept_out_of_memory_and_streamed_in_the_service_key_
     replay.add(Change("2026-11-25T00:00:10.0000000Z", "DELETE", "p", "a", {"PartitionKey": "p", "RowKey": "a"}, None))
     for index in range(MAX_LISTED_GAPS + 2):
         replay.add(Change(f"2026-11-25T00:01:{index:02d}.0000000Z", "UPDATE", "gap", f"{index:03d}", None, None))
-    assert set(vars(replay)) == {"predicate", "erased", "newest", "_db"}  # nothing per entity in memory
+    # Nothing per entity in memory (_tie: only the current run of changes tied at one instant).
+    assert set(vars(replay)) == {"predicate", "erased", "newest", "_db", "_tie"} and replay._tie is None
 
     operations = list(replay.operations(None))
     listed, total = replay.gaps(MAX_LISTED_GAPS)

@@ -24,7 +24,7 @@ from tablebackup.backupformat import (
 )
 from tablebackup.clients import Storage
 from tablebackup.errors import BackupError, DamagedBackup, NotFound, StorageUnavailable
-from tablebackup.names import table_key, validate_table_name
+from tablebackup.names import BACKUP_ID_RE, table_key, validate_table_name
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def backup_table(
     validate_table_name(table)
     started = started or datetime.now(UTC)
     backup_id = backup_id or new_backup_id(table, started)
-    parent = _newest(storage, table) if incremental else None
+    parent = _newest(storage, table, backup_id) if incremental else None
     context = {"table": table, "backup": backup_id, "kind": "incremental" if parent else "full"}
     log.info("backup started: table=%s backup=%s kind=%s", table, backup_id, context["kind"], extra=context)
     with telemetry.operation("backup", table, backup=backup_id, kind=context["kind"]):
@@ -69,11 +69,18 @@ def backup_table(
     return manifest
 
 
-def _newest(storage: Storage, table: str) -> Manifest | None:
-    """What an incremental builds on: the newest complete backup, or None (take a full one) when
-    there is none or its manifest is refused, so a damaged backup never stops the backups."""
+def _newest(storage: Storage, table: str, backup_id: str) -> Manifest | None:
+    """What an incremental builds on: the newest complete backup taken before it (a run planned
+    before another backup completed must not build on that one: a chain only goes back in time),
+    or None (take a full one) when there is none or its manifest is refused, so a damaged backup
+    never stops the backups."""
+    stamp = BACKUP_ID_RE.match(backup_id)["stamp"]
     try:
-        return catalog.latest_backup(storage.backups, table)
+        for candidate in catalog.backup_ids(storage.backups, table):
+            taken = BACKUP_ID_RE.match(candidate)
+            if taken is None or taken["stamp"] < stamp:
+                return catalog.read_manifest(storage.backups, candidate)
+        return None
     except NotFound:
         return None
     except DamagedBackup as error:

@@ -253,6 +253,25 @@ def test_an_incremental_whose_parent_is_deleted_while_it_runs_is_never_listed(ex
     assert catalog.backup_ids(storage.backups, table) == []
 
 
+def test_an_incremental_builds_on_the_newest_backup_taken_before_it(exact, unique_name):
+    """A run planned before another backup completed (a safety backup taken meanwhile, say) builds
+    on the backup before it: a chain only goes back in time."""
+    storage = exact
+    table = unique_name("planned")
+    seed_table(storage.tables, table, 10)
+    client = storage.tables.get_table_client(table)
+    now = datetime.now(UTC)
+    older = backup_table(storage, table, started=now - timedelta(minutes=2))
+    newer = backup_table(storage, table, started=now)
+    client.delete_entity("CANDIDATE", "0000004")
+
+    planned = backup_table(storage, table, incremental=True, started=now - timedelta(minutes=1))
+
+    assert (planned.kind, planned.parent) == ("incremental", older.backup)
+    assert catalog.latest_backup(storage.backups, table).backup == newer.backup
+    assert _restored(storage, planned, unique_name("atplanned")) == table_state(client)
+
+
 @pytest.mark.parametrize(("day", "kind"), [("2026-11-29", "full"), ("2026-11-30", "incremental")])
 def test_the_timer_takes_a_weekly_full_and_incrementals_between(env, monkeypatch, unique_name, day, kind):
     table = unique_name("weekly")

@@ -199,7 +199,7 @@ def _failure(content: bytes) -> tuple[int, int | None, str] | None:
 def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: RetrySettings) -> tuple[bytes, bool]:
     """POST the batch until the service answers it; returns the answer and whether an earlier
     attempt may have been applied (its answer lost)."""
-    base = client.url.split("?")[0].rstrip("/")
+    base = _base(client)
     ambiguous = False
     for attempt in range(retry.retries + 1):
         if attempt:
@@ -262,6 +262,8 @@ def _send(
             outcome.applied(batch)
             return outcome
         status, index, message = failure
+        if index is None and len(batch) == 1:
+            index = 0  # a batch of one: its failure is that operation's, named or not
         known = index is not None and index < len(batch)
         action, entity, _ = batch[index if known else 0]
         settled = known and ((status == 409 and action == "insert") or (status == 404 and action == "delete"))

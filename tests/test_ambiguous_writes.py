@@ -16,6 +16,7 @@ from restore.pointintime import undelete
 from restore.restorer import RestoreRequest, restore
 from tablebackup.backupformat import read_data_lines
 from tablebackup.entities import decode_line
+from tablebackup.errors import BackupError
 from tablebackup.settings import get_settings
 from tablebackup.tablewriter import submit_operations, upsert_operations
 from tests.faultproxy import tables_through_proxy
@@ -215,3 +216,16 @@ def test_a_target_table_created_whose_answer_was_lost_is_used(storage, backed_up
     assert result.restored == 300
     assert [status for method, path, status in proxy.seen if method == "POST" and "/Tables" in path][:2] == [0, 409]
     assert table_state(storage.tables.get_table_client(target)) == original
+
+
+def test_a_batch_that_keeps_failing_is_sent_storage_retries_plus_one_times(storage, proxy, unique_name):
+    client = storage.tables.create_table(unique_name("down"))
+    proxied = _storage().tables.get_table_client(client.table_name)
+    proxy.fail_matching = "$batch"  # every batch answered 503
+
+    with pytest.raises(BackupError, match=r"^writing to table '.*' failed with HTTP 503: ") as failed:
+        submit_operations(proxied, [("insert", {"PartitionKey": "a", "RowKey": "b"})])
+
+    assert "\n" not in str(failed.value)
+    assert _batches(proxy) == [503] * 3  # STORAGE_RETRIES=2: the SDK does not retry on top
+    assert table_state(client) == {}

@@ -263,15 +263,6 @@ def _download(container: ContainerClient, manifest: Manifest, blob: str | None =
         raise BackupError(f"backup {manifest.backup!r} is damaged: its blob {name!r} is missing") from None
 
 
-def read_data_sha256(container: ContainerClient, manifest: Manifest, blob: str | None = None) -> tuple[str, int]:
-    """SHA-256 and size of the data blob (or another blob of the backup) as stored, streamed."""
-    digest, size = hashlib.sha256(), 0
-    for chunk in _download(container, manifest, blob).chunks():
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def read_data_lines(container: ContainerClient, manifest: Manifest, blob: str | None = None) -> Iterator[bytes]:
     """The lines of the data (every part in key order), or of one blob of the backup, streamed."""
     if blob is not None:

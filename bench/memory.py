@@ -32,8 +32,8 @@ from tablebackup.tablewriter import submit_operations
 MEMORY_GOAL = 1.2  # peak RSS at 10x the data at most this many times that at 1x
 FACTOR = 10
 # 1x sizes: large enough that a path keeping ~150 B per key would show well above the goal at 10x.
-KEYS = 20_000  # deletion detection and verify
-CHANGES = 5_000  # replay and audit query: ~1 KB images
+KEYS = 15_000  # deletion detection and verify
+CHANGES = 10_000  # replay and audit query: ~1 KB images
 CHAIN_ENTITIES = 600  # chain restore: ~3 KB of random text each, ~1.6 MB of gzip per link at 1x
 IMAGE_BYTES = 1000
 BLOB_TEXT_BYTES = 3000

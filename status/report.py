@@ -34,6 +34,7 @@ TREND_DAYS = 90  # the trend: the newest complete backup of each UTC day in this
 FAILURE_DAYS = 30  # failed runs and work items reported from this window
 DRILL_HISTORY = 12  # drills of each kind shown against the RTO
 OLDEST_PROBES = 3  # manifests read to find the oldest restorable backup
+NEWEST_PROBES = 5  # newest manifests tried, when the newest are refused, to find the newest usable backup
 CHAIN_READS = 40  # manifests read beyond the trend to follow the newest backup's chain
 WORKERS = 8  # tables read at once
 
@@ -233,8 +234,16 @@ def table_status(storage: Storage, table: str, now: datetime, runs: list[dict], 
     complete = listing.complete
     # The newest backup, which the verdict rests on, always from its manifest; the trend from the
     # listing's metadata where the manifests carry it.
-    newest = records.read_point(storage, complete[0]) if complete else None
-    known = {**listing.points, **({newest.backup: newest} if newest else {})}
+    newest, refused = None, []
+    for backup_id in complete[:NEWEST_PROBES]:
+        newest = records.read_point(storage, backup_id)
+        if newest is not None:
+            break
+        refused.append(backup_id)  # its manifest is refused (damaged, tampered) or gone meanwhile
+    complete = [backup_id for backup_id in complete if backup_id not in refused]
+    known = {backup_id: point for backup_id, point in listing.points.items() if backup_id not in refused}
+    if newest is not None:
+        known[newest.backup] = newest
     trend_ids = _trend_ids(complete, now)
     for backup_id in trend_ids:
         if backup_id not in known:
@@ -271,6 +280,7 @@ def table_status(storage: Storage, table: str, now: datetime, runs: list[dict], 
     row = {
         "table": table,
         "newest_backup": {**newest.as_json(), "age_hours": age_hours} if newest else None,
+        "refused_backups": refused,
         "in_progress": in_progress,
         "newest_attempt_failed": newest_failure,
         "failures": sorted(failures, key=lambda failure: failure["at"] or "", reverse=True),
@@ -324,8 +334,11 @@ def _findings(row: dict, now: datetime, rpo: float, rto_minutes: float, broken: 
     """Every rule that fires, worst first."""
     found: list[Finding] = []
     newest = row["newest_backup"]
+    refused = row["refused_backups"]
     if newest is None:
         extra = "; the first backup is in progress" if row["in_progress"] else ""
+        if refused:
+            extra = f"; the manifest of {refused[0]} is refused (run verify)" + extra
         found.append(Finding(UNPROTECTED, f"no complete backup{extra}"))
     elif newest["age_hours"] > rpo:
         found.append(
@@ -350,6 +363,14 @@ def _findings(row: dict, now: datetime, rpo: float, rto_minutes: float, broken: 
                 AT_RISK,
                 f"the newest complete backup is {newest['age_hours']:.1f} h old, "
                 f"over {RPO_WARNING:.0%} of the RPO of {rpo:g} h",
+            )
+        )
+    if refused and newest is not None:
+        found.append(
+            Finding(
+                AT_RISK,
+                f"the manifest of the newest backup {refused[0]} is refused (run verify); "
+                f"the newest usable one is {newest['backup']}",
             )
         )
     if row["newest_attempt_failed"]:

@@ -4,7 +4,8 @@ Unprotected (any of): no complete backup; the newest complete backup is older th
 BACKUP_MAX_AGE_HOURS (the RPO); its incremental chain is broken; the last verification failed; the
 last drill of a kind (entity or full) failed.
 At risk (any of, when not unprotected): the newest complete backup is older than RPO_WARNING of the
-RPO; the newest backup attempt failed or was abandoned; no verification recorded, or none within the
+RPO; the newest backup's manifest is refused and an older backup is the newest usable; the newest
+backup attempt failed or was abandoned; no verification recorded, or none within the
 RPO; the last verification passed with warnings; no drill recorded, or none in DRILL_MAX_AGE_DAYS; the
 newest drill restored in more than RTO_WARNING of RTO_MINUTES.
 Protected otherwise.

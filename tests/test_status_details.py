@@ -166,3 +166,23 @@ def test_one_row_per_table_whatever_the_spelling(storage, monkeypatch, unique_na
     [row] = document["tables"]
     assert row["table"] == table.upper()
     assert row["newest_backup"]["backup"] == manifest.backup and row["newest_backup"]["entities"] == 12
+
+
+def test_a_refused_newest_manifest_falls_back_to_the_newest_usable_backup(storage, unique_name):
+    table = unique_name("refused")
+    seed_table(storage.tables, table, 8)
+    older = backup_table(storage, table)
+    newest = backup_table(storage, table)
+    # The newest manifest copied from the older backup: it names another backup, so it is refused.
+    storage.backups.upload_blob(manifest_blob_name(newest.backup), older.model_dump_json().encode(), overwrite=True)
+
+    row = _row(storage, table)
+
+    assert row["newest_backup"]["backup"] == older.backup
+    assert row["refused_backups"] == [newest.backup]
+    assert row["verdict"] == "at risk"
+    assert row["reason"] == (
+        f"the manifest of the newest backup {newest.backup} is refused (run verify); "
+        f"the newest usable one is {older.backup}"
+    )
+    assert newest.backup not in [p["backup"] for p in row["trend"]["points"]]

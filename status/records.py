@@ -34,11 +34,6 @@ _MAX_EMPTY_PAGES = 3
 UNDER_WAY = ("queued", "running", "retrying")
 
 
-def backup_time(backup_id: str) -> datetime:
-    """When a backup started, from its id."""
-    return datetime.strptime(BACKUP_ID_RE.match(backup_id)["stamp"], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
-
-
 @dataclass
 class Listing:
     """One table's blobs in the backup container: each attempt (complete or not), newest first,

@@ -24,6 +24,7 @@ from status.verdicts import (
     thresholds,
     worst,
 )
+from tablebackup import catalog
 from tablebackup.clients import Storage
 from tablebackup.errors import StorageUnavailable
 from tablebackup.names import table_key, validate_table_name
@@ -106,7 +107,7 @@ def _trend_ids(complete: list[str], now: datetime) -> list[str]:
     start = now - timedelta(days=TREND_DAYS)
     daily: dict = {}
     for backup_id in complete:  # newest first
-        at = records.backup_time(backup_id)
+        at = catalog.started_at(backup_id)
         if at < start:
             break
         daily.setdefault(at.date(), backup_id)
@@ -148,7 +149,7 @@ def _oldest_restorable(storage: Storage, complete: list[str], known: dict[str, P
     return None
 
 
-def _attempts(listing: records.Listing, runs: list[dict], newest: str | None, now: datetime, max_age: float):
+def _attempts(listing: records.Listing, runs: list[dict], newest: str | None, now: datetime):
     """Attempts under way, the newest attempt's failure (if it failed), and old debris."""
     under_way = {row["backup"]: row for row in runs if row.get("status") in records.UNDER_WAY and row.get("backup")}
     failed = {row["backup"]: row for row in runs if row.get("status") == "failed" and row.get("backup")}
@@ -157,12 +158,13 @@ def _attempts(listing: records.Listing, runs: list[dict], newest: str | None, no
     candidates = [(backup_id, done) for backup_id, done in listing.attempts]
     # Items the run record knows of that wrote nothing yet (queued) or nothing at all (failed early).
     candidates += [(backup_id, False) for backup_id in {*under_way, *failed} if backup_id not in known]
-    for backup_id, done in sorted(candidates, reverse=True):
+    # By start time, not by id: a table's ids may spell its name in different cases.
+    for backup_id, done in sorted(candidates, key=lambda item: catalog.started_at(item[0]), reverse=True):
         if done:
             continue
-        newer = newest is None or backup_id > newest
-        started = records.backup_time(backup_id)
-        recent = now - started < timedelta(hours=max_age)
+        started = catalog.started_at(backup_id)
+        newer = newest is None or started > catalog.started_at(newest)
+        recent = now - started < catalog.INCOMPLETE_GRACE  # as verify tells in progress from debris
         if backup_id in under_way or (backup_id not in failed and newer and recent):
             in_progress.append({"backup": backup_id, "started_at": iso(started)})
         elif newer and newest_failure is None:
@@ -252,9 +254,7 @@ def table_status(storage: Storage, table: str, now: datetime, runs: list[dict], 
                 known[backup_id] = point
     chain, broken = _chain(storage, newest, known, set(complete)) if newest else ([], None)
     oldest = _oldest_restorable(storage, complete, known) if complete else None
-    in_progress, newest_failure, debris = _attempts(
-        listing, runs, newest.backup if newest else None, now, settings.backup_max_age_hours
-    )
+    in_progress, newest_failure, debris = _attempts(listing, runs, newest.backup if newest else None, now)
     verification = _verification(records.last_verification(storage, table))
     drills = {
         kind: [_drill(row) for row in records.recent_drills(storage, table, kind, DRILL_HISTORY)]

@@ -89,7 +89,7 @@ def tick_before(text: str) -> str:
 
 def _order(key: tuple[str, str]) -> tuple[bytes, bytes]:
     """The service's key order (tablebackup.entities.service_order) of a key pair."""
-    return key[0].encode("utf-16-be"), key[1].encode("utf-16-be")
+    return key[0].encode("utf-16-be", "surrogatepass"), key[1].encode("utf-16-be", "surrogatepass")
 
 
 def _key_filter(partition_key: str, row_key: str) -> str:

@@ -3,16 +3,20 @@
 The service's strings are UTF-16: a JavaScript application (the JS SDK) can store one half of a
 surrogate pair alone, and the service sends it back as a JSON escape ("\\ud800"). orjson, fast and
 strict UTF-8, refuses such a string both ways; the standard library's json reads the escape into
-a Python str and writes it back as the same escape. So orjson does the work and the standard
-library takes over only for the rare document orjson refuses, with ASCII output so the escape is
-written, never the unencodable character. Backup lines stay valid JSON either way.
+a Python str. So orjson does the work and the standard library takes over only for the rare
+document orjson refuses; it writes UTF-8 like orjson, with each lone surrogate (the only code
+points UTF-8 cannot encode) as its escape, so the document is no larger than the service's own
+(an all-escaped ASCII form would triple CJK text and push a large entity past the 1 MiB limit).
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import orjson
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _refuse_constant(name: str) -> None:
@@ -38,5 +42,8 @@ def dumps(value) -> bytes:
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
-        # Only a str orjson cannot encode as UTF-8 gets here; anything else fails again below.
-        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode()
+        # Only a str orjson cannot encode as UTF-8 gets here; anything else fails again below. In a
+        # decoded str a surrogate pair is one astral character, so every surrogate left is lone,
+        # and (JSON outside strings being ASCII) inside a string, where its escape is valid.
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text).encode()

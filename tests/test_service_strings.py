@@ -57,6 +57,20 @@ def test_lone_surrogates_back_up_and_restore_exactly(storage, azurite_connection
     assert verify_backup(storage, source, manifest.backup).ok
 
 
+def test_a_large_cjk_entity_with_a_lone_surrogate_restores(storage, azurite_connection_string, unique_name):
+    # ~450 KB as UTF-16, ~670 KB as the service's JSON. Written with every non-ASCII character
+    # escaped it would be ~1.3 MB, past the 1 MiB entity limit: only lone surrogates are escaped.
+    source = unique_name("bigcjk")
+    big = {"partitionKey": "p", "rowKey": "big", "lone": "\ud800", **{f"s{n}": "漢字" * 16_000 for n in range(7)}}
+    write_entities(azurite_connection_string, source, single=[big])
+    manifest = backup_table(storage, source)
+
+    target = unique_name("restored")
+    assert restore(storage, RestoreRequest(table=source, backup=manifest.backup, target=target)).restored == 1
+
+    assert table_state(storage.tables.get_table_client(target)) == table_state(storage.tables.get_table_client(source))
+
+
 def test_lone_surrogates_export_and_import_exactly(storage, azurite_connection_string, unique_name, tmp_path):
     source = unique_name("lone")
     write_entities(azurite_connection_string, source, batch=[_js_entities("1"), _js_entities("2")])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 
 from cli.common import CommandFailed, human_size, json_option, open_storage
@@ -56,20 +58,34 @@ def _list_text(data: dict) -> str:
     rows += [
         f"{b['backup']:<40} REFUSED: {b['refused']}"
         if "refused" in b
-        else f"{b['backup']:<40} {b['taken_at']:<28} {b['kind']:<12} {b['entities']:>10,} "
-        f"{human_size(b['bytes']):>10}  {b['parent'] or ''}"
+        else f"{b['backup']:<40} {b['taken_at']:<28} {b['kind']:<12} "
+        f"{'?' if b['entities'] is None else format(b['entities'], ','):>10} {human_size(b['bytes']):>10}"
+        f"  {b['parent'] or ''}"
         for b in data["backups"]
     ]
     return "\n".join(rows)
+
+
+def _taken_at(summary: dict) -> datetime:
+    """When a listed backup was taken: its summary's time, or a refused one's id stamp."""
+    if "taken_at" in summary:
+        return datetime.fromisoformat(summary["taken_at"])
+    from tablebackup.names import BACKUP_ID_RE
+
+    return datetime.strptime(BACKUP_ID_RE.match(summary["backup"])["stamp"], "%Y%m%dT%H%M%S.%f%z")
 
 
 @click.command("list-backups")
 @click.option("--table", "-t", help="Table (default: TABLE_NAME).")
 @json_option
 def list_backups(table: str | None, as_json: bool) -> None:
-    """List a table's complete backups, newest first."""
+    """List a table's complete backups, newest first, the seed's old ones (kind legacy) included."""
     from tablebackup import catalog
+    from tablebackup.legacybackups import legacy_backups
 
     storage = open_storage()
     table = table or storage.settings.table_name
-    emit({"table": table, "backups": catalog.backup_summaries(storage.backups, table)}, as_json, _list_text)
+    summaries = catalog.backup_summaries(storage.backups, table)
+    summaries += [old.summary() for old in legacy_backups(storage.backups, table)]
+    summaries.sort(key=_taken_at, reverse=True)
+    emit({"table": table, "backups": summaries}, as_json, _list_text)

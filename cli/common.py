@@ -34,6 +34,41 @@ allow_app_table_option = click.option(
 )
 
 
+def typing_options(command):
+    """--types and --infer-types: how to type what an input does not (transfer.typerules)."""
+    command = click.option(
+        "--infer-types",
+        is_flag=True,
+        help="Type what the input leaves untyped as it looks (DateTime-looking strings as Edm.DateTime, "
+        "Guid-looking ones as Edm.Guid, whole numbers of a JS backup as Edm.Int32); reports each property typed.",
+    )(command)
+    return click.option(
+        "--types",
+        "types_text",
+        metavar="NAME=Edm.TYPE,...",
+        help="The EDM type of properties the input leaves untyped, e.g. when=Edm.DateTime,score=Edm.Double.",
+    )(command)
+
+
+def parse_types_option(text: str | None) -> dict[str, str]:
+    from tablebackup.errors import InvalidInput
+    from transfer.typerules import parse_types
+
+    try:
+        return parse_types(text)
+    except InvalidInput as error:
+        raise click.BadParameter(str(error), param_hint="--types") from None
+
+
+def typed_lines(data: dict) -> list[str]:
+    """What --infer-types typed, one line per property, and any warning about the input."""
+    lines = [
+        f"typed {name} as " + ", ".join(f"{edm} ({count:,} entities)" for edm, count in counts.items())
+        for name, counts in data.get("typed", {}).items()
+    ]
+    return lines + [f"warning: {warning}" for warning in data.get("warnings", [])]
+
+
 class CommandFailed(Exception):
     """The command ran but its outcome is a failure (exit 1); its output was already printed."""
 

@@ -10,8 +10,11 @@ from cli.common import (
     current_user,
     json_option,
     open_storage,
+    parse_types_option,
     table_option,
     target_option,
+    typed_lines,
+    typing_options,
 )
 from cli.output import emit, progress
 
@@ -25,6 +28,7 @@ def _restore_text(data: dict) -> str:
     )
     if data["safety_backup"]:
         text += f"\nsafety backup of {data['target']} taken first: {data['safety_backup']}"
+    text += "".join(f"\n{line}" for line in typed_lines(data))
     if "replayed" in data:
         text += (
             f"\n{'would replay' if data['dry_run'] else 'replayed'} {data['replayed']:,} audited changes "
@@ -42,8 +46,15 @@ def _restore_text(data: dict) -> str:
 
 @click.command()
 @table_option("The table whose backup to restore.")
-@click.option("--backup", "-b", help="A backup id, or 'latest'.")
-@click.option("--as-of", "as_of", type=IsoInstant(), help="Use the newest backup taken at or before this instant.")
+@click.option(
+    "--backup", "-b", help="A backup id, 'latest', or the name of one of the seed's old backups (<table>-<time>.json)."
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    type=IsoInstant(),
+    help="Use the newest backup taken at or before this instant (the seed's old backups included).",
+)
 @target_option("Restore into this table instead (created if missing).")
 @click.option("--filter", "query_filter", help="OData filter: restore only the entities it selects.")
 @click.option(
@@ -63,9 +74,22 @@ def _restore_text(data: dict) -> str:
     "changes from the backup's start up to --as-of (mode replace or mirror).",
 )
 @allow_app_table_option
+@typing_options
 @json_option
 def restore(
-    table, backup, as_of, target, query_filter, mode, dry_run, force, replay_audit, allow_app_table, as_json
+    table,
+    backup,
+    as_of,
+    target,
+    query_filter,
+    mode,
+    dry_run,
+    force,
+    replay_audit,
+    allow_app_table,
+    types_text,
+    infer_types,
+    as_json,
 ) -> None:
     """Restore a table, a partition or one entity from a backup, or to an instant (--replay-audit)."""
     from restore.pointintime import REPLAY_MODES, restore_to_instant
@@ -89,6 +113,9 @@ def restore(
         force=force,
         actor=current_user(),
         allow_app_table=allow_app_table,
+        include_legacy=not replay_audit,  # replaying needs a backup's exact start: only the app's have one
+        types=parse_types_option(types_text),
+        infer_types=infer_types,
     )
     run = restore_to_instant if replay_audit else restore
     with progress() as report:

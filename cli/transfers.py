@@ -16,7 +16,10 @@ from cli.common import (
     human_size,
     json_option,
     open_storage,
+    parse_types_option,
     table_option,
+    typed_lines,
+    typing_options,
 )
 from cli.output import emit, progress
 
@@ -75,11 +78,12 @@ def export(table, query_filter, select, fmt, output, as_json) -> None:
 
 def _import_text(data: dict) -> str:
     verb = "would import" if data["dry_run"] else "imported"
+    shape = "" if data.get("shape", "native") == "native" else f", written by {data['shape']}"
     lines = [
-        f"{verb} {data['imported']:,} entities into {data['table']} (mode {data['mode']}, {data['format']}); "
+        f"{verb} {data['imported']:,} entities into {data['table']} (mode {data['mode']}, {data['format']}{shape}); "
         f"skipped {data['skipped']:,}, failed {data['failed']:,} in {data['seconds']:.1f} s"
     ]
-    return "\n".join(lines + [f"FAILED {error}" for error in data["errors"]])
+    return "\n".join(lines + typed_lines(data) + [f"FAILED {error}" for error in data["errors"]])
 
 
 def _problems_text(data: dict) -> str:
@@ -96,10 +100,11 @@ def _problems_text(data: dict) -> str:
     "input_path",
     required=True,
     type=click.Path(exists=True, path_type=Path),
-    help="An export (.ndjson, .json, .csv), a backup data blob (gzip NDJSON), or a folder holding a "
-    "whole downloaded backup (its manifest.json and data blobs, one or several parts).",
+    help="An export (.ndjson, .json, .csv), a backup data blob (gzip NDJSON), a folder holding a "
+    "whole downloaded backup (its manifest.json and data blobs, one or several parts), one of the seed's "
+    "old daily backups (<table>-<time>.json), or an az storage entity query output.",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the extension, else the content.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the content, else the extension.")
 @click.option(
     "--mode",
     type=click.Choice(["replace", "merge", "missing"]),
@@ -110,12 +115,14 @@ def _problems_text(data: dict) -> str:
 )
 @click.option("--dry-run", is_flag=True, help="Validate and count what would be written; write nothing.")
 @allow_app_table_option
+@typing_options
 @json_option
-def import_(table, input_path, fmt, mode, dry_run, allow_app_table, as_json) -> None:
+def import_(table, input_path, fmt, mode, dry_run, allow_app_table, types_text, infer_types, as_json) -> None:
     """Import an export or a backup data blob into a table. A malformed file writes nothing."""
     from transfer.importer import ImportRequest, import_entities
     from transfer.records import MalformedInput
     from transfer.sources import BackupFolderSource, FileSource
+    from transfer.typerules import AmbiguousTypes
 
     request = ImportRequest(
         table=table,
@@ -124,6 +131,8 @@ def import_(table, input_path, fmt, mode, dry_run, allow_app_table, as_json) -> 
         dry_run=dry_run,
         actor=current_user(),
         allow_app_table=allow_app_table,
+        types=parse_types_option(types_text),
+        infer_types=infer_types,
     )
     storage = open_storage()
     try:
@@ -132,6 +141,10 @@ def import_(table, input_path, fmt, mode, dry_run, allow_app_table, as_json) -> 
             result = import_entities(storage, request, source, on_progress=report)
     except MalformedInput as error:
         emit(error.as_json(), as_json, _problems_text)
+        raise CommandFailed(str(error)) from None
+    except AmbiguousTypes as error:
+        if as_json:
+            emit(error.as_json(), as_json, str)
         raise CommandFailed(str(error)) from None
     emit(result.as_json(), as_json, _import_text)
     if result.failed:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from audit.entries import record_operation
 from backup.archiver import backup_table
+from restore.legacy import LegacyRead, read_legacy
 from tablebackup import catalog, erasures, telemetry
 from tablebackup.backupformat import Manifest
 from tablebackup.chain import state_entities
@@ -25,12 +26,14 @@ from tablebackup.clients import Storage
 from tablebackup.erasures import Erasures
 from tablebackup.errors import InvalidInput, NotFound
 from tablebackup.integrity import check_whole_backup
+from tablebackup.legacybackups import LegacyBackup, is_legacy_name, legacy_backups, read_legacy_backup
 from tablebackup.names import BACKUP_ID_RE, table_key, validate_backup_id, validate_table_name
 from tablebackup.odatafilter import ODataFilter, parse_filter
 from tablebackup.reconcile import MODES, Tally, plan_operations
 from tablebackup.tables import create_table, table_exists
 from tablebackup.tablewriter import submit_operations
 from tablebackup.targets import resolve_target
+from transfer.typerules import TypeRules
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,11 @@ class RestoreRequest:
     actor: str = "unknown"  # who asked: the CLI's OS user, or the HTTP caller
     # The target may be one of the app's own tables (tablebackup.targets), in a mode that deletes nothing.
     allow_app_table: bool = False
+    # The seed's old daily backups (tablebackup.legacybackups) are candidates too, typed by these rules
+    # (transfer.typerules) where their JSON does not say a type. The CLI asks for them.
+    include_legacy: bool = False
+    types: dict[str, str] = field(default_factory=dict)
+    infer_types: bool = False
 
 
 @dataclass
@@ -62,6 +70,7 @@ class RestoreResult:
     safety_backup: str | None = None
     seconds: float = 0.0
     dry_run: bool = False
+    typed: dict[str, dict[str, int]] = field(default_factory=dict)  # what --infer-types typed (legacy)
 
     def as_json(self) -> dict:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
@@ -69,9 +78,10 @@ class RestoreResult:
 
 @dataclass(frozen=True)
 class _Checked:
-    manifest: Manifest
+    manifest: Manifest | LegacyBackup
     target: str
     predicate: ODataFilter | None
+    legacy: LegacyRead | None = None  # an old backup, validated whole before the first write
 
 
 def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
@@ -83,8 +93,14 @@ def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
         storage.settings, request.table, request.target, mode=request.mode, allow_app_table=request.allow_app_table
     )
     predicate = parse_filter(request.filter) if request.filter else None
-    manifest = choose_backup(storage, request.table, request.backup, request.as_of)
-    return _Checked(manifest=manifest, target=target, predicate=predicate)
+    if request.include_legacy:
+        chosen = choose_with_legacy(storage, request.table, request.backup, request.as_of)
+    else:
+        chosen = choose_backup(storage, request.table, request.backup, request.as_of)
+    if isinstance(chosen, LegacyBackup):
+        legacy = read_legacy(storage, chosen, request.mode, TypeRules(request.types, request.infer_types))
+        return _Checked(manifest=chosen, target=target, predicate=predicate, legacy=legacy)
+    return _Checked(manifest=chosen, target=target, predicate=predicate)
 
 
 def choose_backup(storage: Storage, table: str, backup: str | None, as_of: datetime | None) -> Manifest:
@@ -93,6 +109,8 @@ def choose_backup(storage: Storage, table: str, backup: str | None, as_of: datet
         raise InvalidInput("give exactly one of a backup id, 'latest', or an as-of time")
     if backup == "latest":
         return catalog.latest_backup(storage.backups, table)
+    if backup is not None and is_legacy_name(backup):
+        raise InvalidInput(f"{backup!r} is one of the seed's old backups: restore it with the CLI's restore --backup")
     if backup is not None:
         manifest = catalog.read_manifest(storage.backups, validate_backup_id(backup))
         if table_key(manifest.table) != table_key(table):
@@ -106,12 +124,36 @@ def choose_backup(storage: Storage, table: str, backup: str | None, as_of: datet
     raise NotFound(f"table {table!r} has no complete backup taken at or before {instant.isoformat()}")
 
 
+def choose_with_legacy(
+    storage: Storage, table: str, backup: str | None, as_of: datetime | None
+) -> Manifest | LegacyBackup:
+    """As choose_backup, the seed's old backups included: by name, or when one is the newest."""
+    if backup is not None and is_legacy_name(backup):
+        found = read_legacy_backup(storage.backups, backup)
+        if table_key(found.table) != table_key(table):
+            raise InvalidInput(f"backup {backup!r} is of table {found.table!r}, not {table!r}")
+        return found
+    instant = None if as_of is None else (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
+    old = [b for b in legacy_backups(storage.backups, table) if instant is None or b.taken_at <= instant]
+    if backup not in (None, "latest") or not old:
+        return choose_backup(storage, table, backup, as_of)
+    try:
+        current = choose_backup(storage, table, backup, as_of)
+    except NotFound:
+        return old[0]
+    return current if current.started_at.astimezone(UTC) >= old[0].taken_at else old[0]
+
+
 def _backup_entities(
-    storage: Storage, manifest: Manifest, predicate: ODataFilter | None, erased: Erasures
+    storage: Storage, checked: _Checked, predicate: ODataFilter | None, erased: Erasures
 ) -> Iterator[dict]:
     """The table's state at the backup (a whole chain for an incremental), filtered, without
     erased keys."""
-    for entity in erased.without_erased(state_entities(storage.backups, manifest)):
+    if checked.legacy is not None:
+        state = checked.legacy.entities()
+    else:
+        state = state_entities(storage.backups, checked.manifest)
+    for entity in erased.without_erased(state):
         if predicate is None or predicate.matches(entity):
             yield entity
 
@@ -126,7 +168,7 @@ def restore(
     started = time.monotonic()
     checked = check_request(storage, request)
     manifest, target = checked.manifest, checked.target
-    if not request.force:
+    if not request.force and checked.legacy is None:  # an old backup has no checksums to check
         # The whole chain is read once before the first write: a damaged backup changes nothing.
         check_whole_backup(storage.backups, manifest)
     context = {"table": request.table, "backup": manifest.backup, "target": target, "mode": request.mode}
@@ -134,6 +176,7 @@ def restore(
 
     with telemetry.operation("restore", target, backup=manifest.backup, mode=request.mode):
         result = RestoreResult(backup=manifest.backup, target=target, mode=request.mode, dry_run=request.dry_run)
+        result.typed = checked.legacy.scan.rules.typed_report() if checked.legacy else {}
         exists = table_exists(storage, target)
         if request.mode == "mirror" and exists and not request.dry_run:
             # The seed's pre-restore backup: mirror deletes, so keep what it replaces.
@@ -145,7 +188,7 @@ def restore(
         tally = Tally()
         erased = erasures.load(storage, request.table)
         operations = plan_operations(
-            _backup_entities(storage, manifest, checked.predicate, erased),
+            _backup_entities(storage, checked, checked.predicate, erased),
             request.mode,
             client,
             exists,

@@ -15,12 +15,18 @@ JS_SDK = Path(__file__).parent / "js_sdk"
 _INSTALLED = JS_SDK / "node_modules" / ".installed"
 
 
+def _installed() -> bool:
+    """Installed since the lock file last changed (as make decides)."""
+    lock_file = JS_SDK / "package-lock.json"
+    return _INSTALLED.exists() and _INSTALLED.stat().st_mtime >= lock_file.stat().st_mtime
+
+
 def _ensure_installed() -> None:
-    if _INSTALLED.exists():
+    if _installed():
         return
     with open(JS_SDK / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # pytest-xdist workers or parallel runs install once
-        if _INSTALLED.exists():
+        if _installed():
             return
         subprocess.run(
             ["npm", "ci", "--prefix", str(JS_SDK), "--no-audit", "--no-fund", "--loglevel=error"],

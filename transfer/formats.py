@@ -1,10 +1,12 @@
 """The three file formats: names, extensions, content types, writers, readers, and telling a file's
-format from its name or its first bytes. gzip (a backup data blob) is recognised by magic bytes."""
+format from its first bytes, else its name. gzip (a backup data blob) is recognised by magic bytes.
+JSON readers also tell from the first entity which tool wrote it (see transfer.dialects)."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import re
 import zlib
 from collections.abc import Callable
 from pathlib import PurePosixPath
@@ -14,6 +16,7 @@ from tablebackup.errors import InvalidInput
 from transfer.csv_format import CsvWriter, read_csv
 from transfer.json_formats import JsonArrayWriter, NdjsonWriter, read_json_array, read_ndjson
 from transfer.records import Records, problem
+from transfer.typerules import TypeRules
 
 FORMATS = ("ndjson", "json", "csv")
 CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json": "application/json", "csv": "text/csv"}
@@ -32,7 +35,13 @@ _WRITERS: dict[str, Callable[[BinaryIO], EntityWriter]] = {
     "json": JsonArrayWriter,
     "csv": CsvWriter,
 }
-_READERS: dict[str, Callable[[BinaryIO], Records]] = {"ndjson": read_ndjson, "json": read_json_array, "csv": read_csv}
+_READERS: dict[str, Callable[[BinaryIO, TypeRules], Records]] = {
+    "ndjson": read_ndjson,
+    "json": read_json_array,
+    "csv": lambda stream, _rules: read_csv(stream),
+}
+# `az storage entity query` prints one JSON object holding the page: {"items": [...], "nextMarker": ...}.
+_CLI_DOCUMENT = re.compile(rb'^\{\s*"(?:items|nextMarker)"\s*:')
 
 
 def check_format(name: str) -> str:
@@ -55,18 +64,18 @@ def _format_from_name(name: str) -> str | None:
 
 def _format_from_content(head: bytes) -> str | None:
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    if text.startswith(b"["):
+    if text.startswith(b"[") or _CLI_DOCUMENT.match(text):
         return "json"
     if text.startswith(b"{"):
         return "ndjson"
-    if text.startswith(b"PartitionKey"):
+    if text.startswith((b"PartitionKey", b'"PartitionKey"')):
         return "csv"
     return None
 
 
 def open_content(stream: BinaryIO, name: str, fmt: str | None) -> tuple[BinaryIO, str]:
-    """The stream decompressed if it is gzip, and its format: as given, else from the name, else
-    from the first bytes."""
+    """The stream decompressed if it is gzip, and its format: as given, else from the first bytes,
+    else from the name (a backup data blob saved as backup.json is still NDJSON)."""
     buffered = io.BufferedReader(stream) if not isinstance(stream, io.BufferedReader) else stream
     gzipped = buffered.peek(2)[:2] == GZIP_MAGIC
     if gzipped:
@@ -74,7 +83,7 @@ def open_content(stream: BinaryIO, name: str, fmt: str | None) -> tuple[BinaryIO
     if fmt:
         return buffered, check_format(fmt)
     try:
-        found = _format_from_name(name) or _format_from_content(buffered.peek(64))
+        found = _format_from_content(buffered.peek(64)) or _format_from_name(name)
     except (OSError, EOFError, zlib.error):
         found = "ndjson"  # unreadable gzip: the reader reports it with a line number
     if found is None:
@@ -82,11 +91,12 @@ def open_content(stream: BinaryIO, name: str, fmt: str | None) -> tuple[BinaryIO
     return buffered, found
 
 
-def read_records(stream: BinaryIO, fmt: str) -> Records:
-    """The file's records; a stream that cannot be read further ends them with a problem."""
+def read_records(stream: BinaryIO, fmt: str, rules: TypeRules | None = None) -> Records:
+    """The file's records, typed by `rules` where the file does not say a type; a stream that
+    cannot be read further ends them with a problem."""
     line = 0
     try:
-        for line, record in _READERS[fmt](stream):
+        for line, record in _READERS[fmt](stream, rules or TypeRules()):
             yield line, record
     except (OSError, EOFError, zlib.error) as error:
         yield problem(line + 1, f"unreadable (damaged gzip?): {error}")

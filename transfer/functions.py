@@ -12,6 +12,7 @@ from transfer import exporter
 from transfer.importer import ImportRequest, import_entities
 from transfer.records import MalformedInput
 from transfer.sources import BlobSource, PayloadTooLarge, body_source
+from transfer.typerules import AmbiguousTypes, parse_types
 
 bp = func.Blueprint()
 
@@ -62,6 +63,9 @@ class ImportQuery(BaseModel):
     mode: Literal["replace", "merge", "missing"] = "replace"
     dry_run: QueryFlag = Field(False, alias="dryRun")
     blob: str | None = Field(None, min_length=1, max_length=1024)
+    # As the CLI's --types and --infer-types (transfer.typerules).
+    types: str | None = Field(None, max_length=10_000)
+    infer_types: bool = Field(False, alias="inferTypes")
     # The table may be one of the app's own tables; import never deletes.
     allow_app_table: QueryFlag = Field(False, alias="allowAppTable")
 
@@ -85,11 +89,13 @@ def import_table(req: func.HttpRequest) -> func.HttpResponse:
             dry_run=query.dry_run,
             actor=caller(req),
             allow_app_table=query.allow_app_table,
+            types=parse_types(query.types),
+            infer_types=query.infer_types,
         )
         result = import_entities(storage, request, source)
     except PayloadTooLarge as error:
         return json_response({"error": str(error)}, 413)
-    except MalformedInput as error:
+    except (MalformedInput, AmbiguousTypes) as error:
         return json_response(error.as_json(), 400)
     except Exception as error:
         return error_response(error)

@@ -11,6 +11,7 @@ an input out of order is refused for `missing` before anything is written.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -25,9 +26,11 @@ from tablebackup.reconcile import Tally, plan_operations
 from tablebackup.tables import create_table, table_exists
 from tablebackup.tablewriter import submit_operations
 from tablebackup.targets import resolve_target
+from transfer.dialects import NATIVE
 from transfer.formats import check_format, open_content, read_records
 from transfer.records import MAX_PROBLEMS, MalformedInput, Problem
 from transfer.sources import Source
+from transfer.typerules import AmbiguousTypes, TypeRules
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +44,15 @@ Progress = Callable[[str, int], None]
 @dataclass(frozen=True)
 class ImportRequest:
     table: str
-    format: str | None = None  # None: from the name, else the content
+    format: str | None = None  # None: from the content, else the name
     mode: str = "replace"
     dry_run: bool = False
     actor: str = "unknown"  # who asked: the OS user of the CLI, the caller over HTTP
     # The table may be one of the app's own tables (tablebackup.targets); import never deletes.
     allow_app_table: bool = False
+    # Types for what the input leaves untyped (transfer.typerules): --types and --infer-types.
+    types: dict[str, str] = field(default_factory=dict)
+    infer_types: bool = False
 
 
 @dataclass
@@ -60,6 +66,10 @@ class ImportResult:
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
     seconds: float = 0.0
+    # Which tool wrote the input (transfer.dialects), and what --infer-types typed: {name: {type: n}}.
+    shape: str = "native"
+    typed: dict[str, dict[str, int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
@@ -73,19 +83,33 @@ class ImportResult:
 @dataclass
 class InputScan:
     format: str
+    rules: TypeRules
     entities: int = 0
     out_of_order: int | None = None  # the first line whose key is not above the previous one
 
+    def warnings(self) -> list[str]:
+        if self.rules.next_marker:
+            marker = json.dumps(self.rules.next_marker)
+            return [
+                f"the input is one page of an Azure CLI query: nextMarker {marker} says more entities follow; "
+                "export them with az storage entity query --marker and import those files too"
+            ]
+        return []
 
-def validate_input(source: Source, fmt: str | None, on_progress: Progress | None = None) -> InputScan:
-    """Read the whole input; MalformedInput listing its problems unless every record is valid."""
+
+def validate_input(
+    source: Source, fmt: str | None, on_progress: Progress | None = None, rules: TypeRules | None = None
+) -> InputScan:
+    """Read the whole input; MalformedInput listing its problems unless every record is valid, and
+    AmbiguousTypes naming each property whose type the input does not say and no rule gives."""
     problems: list[Problem] = []
     total = 0
     previous = None
+    rules = rules or TypeRules()
     with source.open() as stream:
         content, found = open_content(stream, source.name, fmt)
-        scan = InputScan(format=found)
-        for line, record in read_records(content, found):
+        scan = InputScan(format=found, rules=rules)
+        for line, record in read_records(content, found, rules):
             if isinstance(record, Problem):
                 total += 1
                 if len(problems) < MAX_PROBLEMS:
@@ -102,13 +126,16 @@ def validate_input(source: Source, fmt: str | None, on_progress: Progress | None
         on_progress(f"validate {source.name}", scan.entities)
     if total:
         raise MalformedInput(source.name, problems, total)
+    if rules.ambiguous:
+        raise AmbiguousTypes(source.name, rules.ambiguous)
     return scan
 
 
-def _entities(source: Source, fmt: str) -> Iterator[dict]:
+def read_entities(source: Source, fmt: str, rules: TypeRules) -> Iterator[dict]:
+    """The entities of an input validate_input accepted, read again and typed by the same rules."""
     with source.open() as stream:
         content, _ = open_content(stream, source.name, fmt)
-        for _, record in read_records(content, fmt):
+        for _, record in read_records(content, fmt, rules.fresh()):
             if isinstance(record, Problem):
                 raise BackupError(f"{source.name} changed while it was imported: {record}")
             yield record
@@ -135,21 +162,29 @@ def import_entities(
     )
     if request.format is not None:
         check_format(request.format)
-    scan = validate_input(source, request.format, on_progress)
+    scan = validate_input(source, request.format, on_progress, TypeRules(request.types, request.infer_types))
     if request.mode == "missing" and scan.out_of_order is not None:
         raise InvalidInput(
             f"mode missing needs {source.name} in key order, as export writes it, but line {scan.out_of_order} "
             "is not after the one before; sort it, or use mode replace or merge"
         )
 
-    result = ImportResult(table=request.table, format=scan.format, mode=request.mode, dry_run=request.dry_run)
+    result = ImportResult(
+        table=request.table,
+        format=scan.format,
+        mode=request.mode,
+        dry_run=request.dry_run,
+        shape=scan.rules.shape or NATIVE,
+        typed=scan.rules.typed_report(),
+        warnings=scan.warnings(),
+    )
     exists = table_exists(storage, request.table)
     if not exists and not request.dry_run:
         create_table(storage, request.table)
     client = storage.tables.get_table_client(request.table)
     tally = Tally()
     erased = erasures.load(storage, request.table)
-    entities = erased.without_erased(_entities(source, scan.format))
+    entities = erased.without_erased(read_entities(source, scan.format, scan.rules))
     operations = plan_operations(entities, request.mode, client, exists, None, tally)
     if request.dry_run:
         for _ in operations:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Generator
 from typing import BinaryIO
 
 import orjson
 
 from tablebackup import wirejson
 from tablebackup.entities import encode_line
-from transfer.records import Records, checked, problem
+from tablebackup.errors import InvalidInput
+from transfer.dialects import AZURE_CLI, NATIVE, READERS, shape_of
+from transfer.records import Record, Records, checked, problem
+from transfer.typerules import TypeRules
 
 # The longest line or array element read: a 1 MiB entity, JSON-escaped, with room to spare.
 MAX_ENTITY_BYTES = 8 * 1024 * 1024
@@ -50,7 +54,35 @@ class JsonArrayWriter:
         self._sink.write(b"[\n]\n" if self._separator == b"[\n" else b"\n]\n")
 
 
-def read_ndjson(stream: BinaryIO) -> Records:
+def _record(line: int, text: str | bytes, shape: str, rules: TypeRules) -> Record:
+    """One element or line as an entity in backup-line form, read as the shape's tool wrote it."""
+    if shape == NATIVE:
+        try:
+            return checked(line, wirejson.loads(text))
+        except orjson.JSONDecodeError as error:
+            return problem(line, f"not JSON: {error}")
+    try:
+        # The Azure CLI prints NaN and Infinity bare, which only Python's own parser accepts.
+        keys, properties = READERS[shape](json.loads(text))
+        return checked(line, {**keys, **rules.entity(line, properties)})
+    except ValueError as error:  # JSONDecodeError too
+        return problem(line, f"not JSON: {error}")
+    except InvalidInput as error:
+        return problem(line, str(error))
+
+
+def _shape(text: str | bytes, rules: TypeRules) -> str:
+    """The shape of the input, from its first entity; remembered in `rules.shape`."""
+    if rules.shape is None:
+        try:
+            rules.shape = shape_of(json.loads(text))
+        except ValueError:
+            rules.shape = NATIVE
+    return rules.shape
+
+
+def read_ndjson(stream: BinaryIO, rules: TypeRules | None = None) -> Records:
+    rules = rules or TypeRules()
     number = 0
     while line := stream.readline(MAX_ENTITY_BYTES + 1):
         number += 1
@@ -63,12 +95,7 @@ def read_ndjson(stream: BinaryIO) -> Records:
             line = line.removeprefix(_BOM)
         if not line.strip():
             continue
-        try:
-            entity = wirejson.loads(line)
-        except orjson.JSONDecodeError as error:
-            yield problem(number, f"not JSON: {error}")
-            continue
-        yield checked(number, entity)
+        yield _record(number, line, _shape(line, rules), rules)
 
 
 class _TextWindow:
@@ -122,41 +149,84 @@ def _value_end(window: _TextWindow) -> int:
         window.more()
 
 
-def read_json_array(stream: BinaryIO) -> Records:
-    """A JSON array's elements; a syntax error ends the reading, as nothing after it can be trusted."""
-    window = _TextWindow(stream)
-    if window.next_char() != "[":
-        yield problem(window.line, "expected a JSON array starting with '['")
-        return
+def _elements(window: _TextWindow, rules: TypeRules) -> Generator[Record, None, bool]:
+    """The elements of the array at the window's position; a syntax error ends the reading, as
+    nothing after it can be trusted. Leaves the window after the closing ']'; returns whether it was reached."""
     window.advance(window.pos + 1)
     if window.next_char() == "]":
         window.advance(window.pos + 1)
-    else:
-        while True:
-            if window.next_char() is None:
-                yield problem(window.line, "the array is not closed with ']'")
-                return
-            line = window.line
-            try:
-                end = _value_end(window)
-            except ValueError as error:
-                yield problem(window.line, str(error))
-                return
-            try:
-                record = checked(line, wirejson.loads(window.text[window.pos : end]))
-            except orjson.JSONDecodeError as error:
-                record = problem(line, f"not JSON: {error}")
-            window.advance(end)
-            yield record
-            separator = window.next_char()
-            if separator is None:
-                yield problem(window.line, "the array is not closed with ']'")
-                return
-            if separator not in ",]":
-                yield problem(window.line, "expected ',' or ']' after an element")
-                return
+        return True
+    while True:
+        if window.next_char() is None:
+            yield problem(window.line, "the array is not closed with ']'")
+            return False
+        line = window.line
+        try:
+            end = _value_end(window)
+        except ValueError as error:
+            yield problem(window.line, str(error))
+            return False
+        text = window.text[window.pos : end]
+        yield _record(line, text, _shape(text, rules), rules)
+        window.advance(end)
+        separator = window.next_char()
+        if separator is None:
+            yield problem(window.line, "the array is not closed with ']'")
+            return False
+        if separator not in ",]":
+            yield problem(window.line, "expected ',' or ']' after an element")
+            return False
+        window.advance(window.pos + 1)
+        if separator == "]":
+            return True
+
+
+def _cli_document(window: _TextWindow, rules: TypeRules) -> Records:
+    """`{"items": [...], "nextMarker": {...}}`, as `az storage entity query` prints it."""
+    window.advance(window.pos + 1)
+    rules.shape = rules.shape or AZURE_CLI
+    while (char := window.next_char()) not in ("}", None):
+        line = window.line
+        try:
+            key_end = _value_end(window)
+            key = json.loads(window.text[window.pos : key_end])
+            window.advance(key_end)
+            if window.next_char() != ":" or not isinstance(key, str):
+                raise ValueError("not JSON: expected a key and ':'")
             window.advance(window.pos + 1)
-            if separator == "]":
-                break
+            if key == "items" and window.next_char() == "[":
+                if not (yield from _elements(window, rules)):
+                    return
+            elif window.next_char() is None:
+                raise ValueError("the object is not closed with '}'")
+            else:
+                value_end = _value_end(window)
+                if key == "nextMarker":
+                    rules.next_marker = json.loads(window.text[window.pos : value_end]) or None
+                window.advance(value_end)
+        except ValueError as error:
+            yield problem(line, str(error))
+            return
+        if window.next_char() == ",":
+            window.advance(window.pos + 1)
+    if char is None:
+        yield problem(window.line, "the object is not closed with '}'")
+        return
+    window.advance(window.pos + 1)
+
+
+def read_json_array(stream: BinaryIO, rules: TypeRules | None = None) -> Records:
+    """A JSON array of entities, or an Azure CLI entity query document holding one."""
+    rules = rules or TypeRules()
+    window = _TextWindow(stream)
+    first = window.next_char()
+    if first == "{":
+        yield from _cli_document(window, rules)
+    elif first == "[":
+        if not (yield from _elements(window, rules)):
+            return
+    else:
+        yield problem(window.line, "expected a JSON array starting with '['")
+        return
     if window.next_char() is not None:
         yield problem(window.line, "unexpected text after the array")

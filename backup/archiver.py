@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -216,7 +216,7 @@ def _read_in_streams(storage: Storage, item: WorkItem, attempt: int, on_progress
     service serves two streams about 1.5x as fast as one."""
     parts = stream_items(item)
     with telemetry.operation("backup", item.table, backup=item.backup, kind="full"):
-        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="stream") as pool:
+        with telemetry.thread_pool(max_workers=len(parts), thread_name_prefix="stream") as pool:
             results = pool.map(lambda part: back_up_part(storage, part, attempt), parts)
             done = {part.part: result for part, result in zip(parts, results, strict=True)}
         if on_progress:
@@ -271,7 +271,7 @@ def backup_tables(
     results: dict[str, dict[int, Manifest | PartResult]] = defaultdict(dict)
     run = BackupRun()
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="backup") as pool:
+    with telemetry.thread_pool(max_workers=max(1, parallel), thread_name_prefix="backup") as pool:
         futures = {pool.submit(execute_item, storage, item, 1, _reporter(item, on_progress)): item for item in items}
         for future in as_completed(futures):
             item = futures[future]

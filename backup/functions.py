@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from backup import runs
 from backup.archiver import backup_tables, tables_to_back_up
 from backup.retention import policy_from_settings, prune
-from tablebackup import catalog
+from tablebackup import catalog, telemetry
 from tablebackup.clients import Storage
 from tablebackup.errors import InvalidInput, NotFound
 from tablebackup.httpapi import error_response, json_response, parse_body, parse_fields, query_fields
@@ -56,13 +56,15 @@ class BackupRequest(BaseModel):
 
 @bp.function_name("backup_now")
 @bp.route(route="backups", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def backup_now(req: func.HttpRequest) -> func.HttpResponse:
+def backup_now(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     try:
         request = parse_body(req, BackupRequest)
         if request.tables is not None and not request.tables:
             raise InvalidInput("invalid request: tables: give at least one table, or leave it out")
         storage = Storage.from_settings()
-        run = backup_tables(storage, tables_to_back_up(storage, request.tables, every_table=request.all))
+        # backup_tables works on threads: their log records must carry this invocation's id.
+        with telemetry.invocation(context):
+            run = backup_tables(storage, tables_to_back_up(storage, request.tables, every_table=request.all))
     except Exception as error:
         return error_response(error)
     if run.ok:

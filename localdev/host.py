@@ -4,6 +4,7 @@ function, again on failure, up to maxDequeueCount times, as the host does."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import azure.functions as func
@@ -53,3 +54,41 @@ def deliver(
                 break
             acks_to_lose -= 1
     return poisoned
+
+
+# The worker's thread-local that its log handler reads the invocation id from.
+WORKER_THREAD_LOCAL = threading.local()
+
+
+class InvocationContext(func.Context):
+    """The `context` argument the Python worker passes: the invocation's id and the thread-local
+    that its log handler reads the id from (set for the invocation's own thread only)."""
+
+    def __init__(self, function_name: str, invocation_id: str | None = None):
+        self._function_name = function_name
+        self._invocation_id = invocation_id or str(uuid.uuid4())
+        WORKER_THREAD_LOCAL.invocation_id = self._invocation_id  # as the worker does before calling
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def thread_local_storage(self) -> threading.local:
+        return WORKER_THREAD_LOCAL
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return "."
+
+    @property
+    def trace_context(self):
+        return None
+
+    @property
+    def retry_context(self):
+        return None

@@ -4,13 +4,16 @@ OpenTelemetry API is a no-op, so local runs and tests pay nothing."""
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 
 
@@ -65,3 +68,41 @@ def record_volume(name: str, table: str, entities: int, size: int = 0) -> None:
 def record_outcome(name: str, table: str, ok: bool) -> None:
     """A pass/fail outcome that alerts can count (verification, drill)."""
     _instruments()["runs"].add(1, {"operation": name, "table": table, "success": ok})
+
+
+# Log records from threads the app starts carry no invocation id (the Functions worker reads it from
+# a thread-local of the invocation's own thread) and no current span. A trigger names how a thread
+# joins its invocation; every pool the domain starts runs that in each of its threads.
+_thread_setup: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "tablebackup_thread_setup", default=None
+)
+
+
+@contextmanager
+def invocation(context) -> Iterator[None]:
+    """Within this block, threads started by thread_pool() log as part of the Functions invocation
+    `context` (azure.functions.Context): its invocation id, as the worker documents for threads."""
+
+    def join() -> None:
+        context.thread_local_storage.invocation_id = context.invocation_id
+
+    token = _thread_setup.set(join)
+    try:
+        yield
+    finally:
+        _thread_setup.reset(token)
+
+
+def thread_pool(max_workers: int, thread_name_prefix: str) -> ThreadPoolExecutor:
+    """A thread pool whose threads log as part of the current invocation (if any) and under the
+    current span, so their records are tied to the operation in Application Insights."""
+    setup = _thread_setup.get()
+    parent = otel_context.get_current()
+
+    def start() -> None:
+        otel_context.attach(parent)
+        if setup is not None:
+            _thread_setup.set(setup)  # pools started from this thread inherit it
+            setup()
+
+    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix, initializer=start)

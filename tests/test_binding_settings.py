@@ -8,6 +8,8 @@ import json
 import re
 from pathlib import Path
 
+from tests.test_infra import _binding_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTED = {
     "BACKUP_SCHEDULE": "0 0 2 * * *",
@@ -16,16 +18,6 @@ DOCUMENTED = {
     "PRUNE_SCHEDULE": "0 0 3 * * *",
     "AUDIT_QUEUE": "audit-events",
 }
-
-
-def _binding_settings(functions) -> set[str]:
-    names = set()
-    for function in functions.values():
-        for binding in function.get_bindings():
-            for value in binding.get_dict_repr().values():
-                if isinstance(value, str):
-                    names |= set(re.findall(r"%([A-Za-z0-9_]+)%", value))
-    return names
 
 
 def test_every_binding_setting_is_known(functions):

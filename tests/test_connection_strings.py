@@ -7,6 +7,7 @@ import azure.functions as func
 import orjson
 import pytest
 
+from localdev.host import InvocationContext
 from tablebackup.settings import get_settings
 from tests.test_cli import run_cli
 
@@ -55,7 +56,7 @@ def test_http_answers_500_json_naming_the_setting(functions, storage, monkeypatc
     get_settings.cache_clear()
     request = func.HttpRequest("POST", "http://localhost/api/backups", body=b"{}")
 
-    response = functions["backup_now"].get_user_function()(request)
+    response = functions["backup_now"].get_user_function()(request, InvocationContext("backup_now"))
 
     assert response.status_code == 500
     body = orjson.loads(response.get_body())

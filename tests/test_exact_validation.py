@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from backup.archiver import backup_table
-from localdev.host import QueueOutput
+from localdev.host import InvocationContext, QueueOutput
 from localdev.sample import seed_table
 from tablebackup.clients import blob_service
 from tablebackup.settings import get_settings
@@ -82,7 +82,7 @@ def test_unicode_digits_are_not_a_backup_id(storage, backed_up):
     ],
 )
 def test_backup_now_takes_strict_json_types(functions, storage, body, field):
-    response = _post(functions, "backup_now", "backups", json.dumps(body).encode())
+    response = _post(functions, "backup_now", "backups", json.dumps(body).encode(), InvocationContext("backup_now"))
 
     assert response.status_code == 400
     error = orjson.loads(response.get_body())["error"]

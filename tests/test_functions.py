@@ -12,7 +12,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from backup.archiver import backup_table
-from localdev.host import QueueOutput, deliver
+from localdev.host import InvocationContext, QueueOutput, deliver
 from localdev.sample import seed_table
 from tablebackup import catalog
 from tablebackup.settings import get_settings
@@ -118,7 +118,9 @@ def test_post_backups_backs_up_the_requested_tables(functions, storage, unique_n
     table = unique_name("ondemand")
     seed_table(storage.tables, table, 12)
 
-    response = functions["backup_now"].get_user_function()(_post(json.dumps({"tables": [table]})))
+    response = functions["backup_now"].get_user_function()(
+        _post(json.dumps({"tables": [table]})), InvocationContext("backup_now")
+    )
 
     assert response.status_code == 200
     body = _json(response)
@@ -131,7 +133,7 @@ def test_post_backups_backs_up_the_requested_tables(functions, storage, unique_n
 def test_post_backups_without_a_body_backs_up_the_configured_table(functions, storage, env):
     seed_table(storage.tables, env["TABLE_NAME"], 3)
 
-    response = functions["backup_now"].get_user_function()(_post())
+    response = functions["backup_now"].get_user_function()(_post(), InvocationContext("backup_now"))
 
     assert response.status_code == 200
     assert [b["table"] for b in _json(response)["backups"]] == [env["TABLE_NAME"]]
@@ -151,7 +153,7 @@ def test_post_backups_without_a_body_backs_up_the_configured_table(functions, st
     ],
 )
 def test_post_backups_refuses_bad_requests_with_one_line_and_writes_nothing(functions, storage, body, message):
-    response = functions["backup_now"].get_user_function()(_post(body))
+    response = functions["backup_now"].get_user_function()(_post(body), InvocationContext("backup_now"))
 
     assert response.status_code == 400
     error = _json(response)["error"]
@@ -162,7 +164,9 @@ def test_post_backups_refuses_bad_requests_with_one_line_and_writes_nothing(func
 def test_post_backups_for_an_unknown_table_is_404_and_writes_nothing(functions, storage, unique_name):
     missing = unique_name("nosuch")
 
-    response = functions["backup_now"].get_user_function()(_post(json.dumps({"tables": [missing]})))
+    response = functions["backup_now"].get_user_function()(
+        _post(json.dumps({"tables": [missing]})), InvocationContext("backup_now")
+    )
 
     assert response.status_code == 404
     body = _json(response)

@@ -134,12 +134,17 @@ def _is_base64(text: str) -> bool:
 
 
 def writable(entity: dict) -> dict:
-    """The entity as a write request body: its properties and types, no service metadata."""
-    return {
+    """The entity as a write request body: its properties and types, no service metadata. A Double
+    the input left unannotated (the service's own JSON writes 2.0 bare) is annotated, or the
+    service would store a whole one as an Int32."""
+    body = {
         name: value
         for name, value in entity.items()
         if name not in SYSTEM_PROPERTIES and not name.startswith("odata.") and not name.startswith("Timestamp@")
     }
+    for name in [name for name, value in body.items() if type(value) is float and name + TYPE_SUFFIX not in body]:
+        body[name + TYPE_SUFFIX] = "Edm.Double"
+    return body
 
 
 def service_order(entity: dict) -> tuple[bytes, bytes]:

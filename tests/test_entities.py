@@ -73,3 +73,19 @@ def test_decode_refuses_non_json_and_non_objects():
 def test_writable_form_leaves_out_service_metadata():
     entity = {"PartitionKey": "p", "RowKey": "r", "Timestamp": "t", "odata.etag": "e", "x": 1}
     assert writable(entity) == {"PartitionKey": "p", "RowKey": "r", "x": 1}
+
+
+def test_an_unannotated_double_is_written_as_a_double(storage, unique_name):
+    """The service's minimal-metadata JSON writes a whole Double as 2.0 with no annotation; written
+    back bare, the service would store an Int32."""
+    from tablebackup.tablewriter import submit_operations
+    from tests.wire import table_state
+
+    client = storage.tables.create_table(unique_name("dbl"))
+    entity = {"PartitionKey": "p", "RowKey": "r", "whole": 2.0, "typed": 3.0, "typed@odata.type": "Edm.Double", "n": 2}
+    assert writable(entity) == {**entity, "whole@odata.type": "Edm.Double"}
+
+    submit_operations(client, iter([("replace", entity)]), workers=1)
+
+    state = table_state(client)[("p", "r")]
+    assert (state["whole"], state["typed"], state["n"]) == (("Edm.Double", 2.0), ("Edm.Double", 3.0), ("Edm.Int32", 2))

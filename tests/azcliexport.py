@@ -4,7 +4,8 @@ makes it (azure-cli's storage module): its query_entity pages the table with the
 transform_entities_result turns bytes into base64 text and UUIDs into text and adds each entity's
 metadata as "Timestamp" and "etag"; knack's todict turns an EntityProperty (a named tuple) into
 {"edm_type": "Edm.Int64", "value": n} and a datetime into isoformat(); the JSON output is
-json.dumps(..., indent=2, sort_keys=True), which prints NaN and Infinity bare."""
+knack's format_json: json.dumps(..., ensure_ascii=False, indent=2, sort_keys=True, separators=(",", ": ")),
+which prints NaN and Infinity bare and non-ASCII text as itself (knack/output.py, read from its source)."""
 
 from __future__ import annotations
 
@@ -54,4 +55,5 @@ def entity_query(client: TableClient, num_results: int | None = None, *, query_i
     token = pages.continuation_token
     marker = {"nextpartitionkey": token.get("PartitionKey"), "nextrowkey": token.get("RowKey")} if token else {}
     result = {"items": items, "nextMarker": marker}
-    return json.dumps(_todict(result["items"] if query_items else result), indent=2, sort_keys=True) + "\n"
+    document = _todict(result["items"] if query_items else result)
+    return json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True, separators=(",", ": ")) + "\n"

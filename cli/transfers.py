@@ -83,12 +83,18 @@ def _import_text(data: dict) -> str:
         f"{verb} {data['imported']:,} entities into {data['table']} (mode {data['mode']}, {data['format']}{shape}); "
         f"skipped {data['skipped']:,}, failed {data['failed']:,} in {data['seconds']:.1f} s"
     ]
+    azcopy = data.get("azcopy")
+    if azcopy:
+        lines.append(
+            f"AzCopy export {azcopy['manifest']}: table {azcopy['table']} of {azcopy['account']} at "
+            f"{azcopy['exported_at']}, {azcopy['data_files']} data files, checksums {azcopy['checksums']}"
+        )
     return "\n".join(lines + typed_lines(data) + [f"FAILED {error}" for error in data["errors"]])
 
 
 def _problems_text(data: dict) -> str:
     more = data["problem_count"] - len(data["problems"])
-    lines = [f"line {p['line']}: {p['reason']}" for p in data["problems"]]
+    lines = [f"{p['file'] + ' ' if 'file' in p else ''}line {p['line']}: {p['reason']}" for p in data["problems"]]
     return "\n".join(lines + ([f"... and {more:,} more"] if more else []))
 
 
@@ -101,7 +107,8 @@ def _problems_text(data: dict) -> str:
     required=True,
     type=click.Path(exists=True, path_type=Path),
     help="An export (.ndjson, .json, .csv), a backup data blob (gzip NDJSON), a folder holding a "
-    "whole downloaded backup (its manifest.json and data blobs, one or several parts), one of the seed's "
+    "whole downloaded backup (its manifest.json and data blobs, one or several parts), an AzCopy 7.3 table "
+    "export (its .manifest, or the folder holding it and its data files), one of the seed's "
     "old daily backups (<table>-<time>.json), or an az storage entity query output.",
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the content, else the extension.")
@@ -116,9 +123,18 @@ def _problems_text(data: dict) -> str:
 @click.option("--dry-run", is_flag=True, help="Validate and count what would be written; write nothing.")
 @allow_app_table_option
 @typing_options
+@click.option(
+    "--skip-azcopy-checksums",
+    is_flag=True,
+    help="AzCopy export: import without checking the CRC64s in the data file names and the manifest's "
+    "Checksum (see the README); the file list and every entity are still checked.",
+)
 @json_option
-def import_(table, input_path, fmt, mode, dry_run, allow_app_table, types_text, infer_types, as_json) -> None:
+def import_(
+    table, input_path, fmt, mode, dry_run, allow_app_table, types_text, infer_types, skip_azcopy_checksums, as_json
+) -> None:
     """Import an export or a backup data blob into a table. A malformed file writes nothing."""
+    from transfer.azcopy import is_azcopy_export, open_export
     from transfer.importer import ImportRequest, import_entities
     from transfer.records import MalformedInput
     from transfer.sources import BackupFolderSource, FileSource
@@ -137,7 +153,14 @@ def import_(table, input_path, fmt, mode, dry_run, allow_app_table, types_text, 
     storage = open_storage()
     try:
         with progress() as report:
-            source = BackupFolderSource(input_path) if input_path.is_dir() else FileSource(input_path)
+            if is_azcopy_export(input_path):
+                source = open_export(input_path, skip_checksums=skip_azcopy_checksums, on_progress=report)
+            elif skip_azcopy_checksums:
+                raise click.UsageError("--skip-azcopy-checksums is for an AzCopy export (a .manifest or its folder)")
+            elif input_path.is_dir():
+                source = BackupFolderSource(input_path)
+            else:
+                source = FileSource(input_path)
             result = import_entities(storage, request, source, on_progress=report)
     except MalformedInput as error:
         emit(error.as_json(), as_json, _problems_text)

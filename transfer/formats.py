@@ -40,8 +40,9 @@ _READERS: dict[str, Callable[[BinaryIO, TypeRules], Records]] = {
     "json": read_json_array,
     "csv": lambda stream, _rules: read_csv(stream),
 }
-# `az storage entity query` prints one JSON object holding the page: {"items": [...], "nextMarker": ...}.
-_CLI_DOCUMENT = re.compile(rb'^\{\s*"(?:items|nextMarker)"\s*:')
+# `az storage entity query` prints one JSON object holding the page: {"items": [...], "nextMarker": ...};
+# the service's query response (an AzCopy data file) is {"odata.metadata": ..., "value": [...]}.
+_DOCUMENT = re.compile(rb'^\{\s*"(?:items|nextMarker|value|odata\.metadata)"\s*:')
 
 
 def check_format(name: str) -> str:
@@ -64,7 +65,7 @@ def _format_from_name(name: str) -> str | None:
 
 def _format_from_content(head: bytes) -> str | None:
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    if text.startswith(b"[") or _CLI_DOCUMENT.match(text):
+    if text.startswith(b"[") or _DOCUMENT.match(text):
         return "json"
     if text.startswith(b"{"):
         return "ndjson"

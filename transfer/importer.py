@@ -70,6 +70,8 @@ class ImportResult:
     shape: str = "native"
     typed: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # An AzCopy export: its manifest, source table and time, and whether its checksums were verified.
+    azcopy: dict | None = None
 
     def as_json(self) -> dict:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
@@ -85,7 +87,7 @@ class InputScan:
     format: str
     rules: TypeRules
     entities: int = 0
-    out_of_order: int | None = None  # the first line whose key is not above the previous one
+    out_of_order: str | None = None  # the first line whose key is not above the previous one
 
     def warnings(self) -> list[str]:
         if self.rules.next_marker:
@@ -97,6 +99,33 @@ class InputScan:
         return []
 
 
+def _parts(source: Source) -> list[Source]:
+    """The files an input is read from, in order: one, or each data file of an AzCopy export."""
+    parts = getattr(source, "part_sources", None)
+    return list(parts()) if callable(parts) else [source]
+
+
+def _part_records(part: Source, fmt: str | None, rules: TypeRules) -> tuple[str, Iterator]:
+    """A file's format and records: read by the part itself where it knows how (an AzCopy CSV with
+    its schema), else told from its content."""
+    own = getattr(part, "records", None)
+    found_records = own(rules) if callable(own) else None
+    if found_records is not None:
+        return found_records
+    stream = part.open()
+    try:
+        content, found = open_content(stream, part.name, fmt)
+    except BaseException:
+        stream.close()
+        raise
+
+    def records():
+        with stream:
+            yield from read_records(content, found, rules)
+
+    return found, records()
+
+
 def validate_input(
     source: Source, fmt: str | None, on_progress: Progress | None = None, rules: TypeRules | None = None
 ) -> InputScan:
@@ -106,19 +135,22 @@ def validate_input(
     total = 0
     previous = None
     rules = rules or TypeRules()
-    with source.open() as stream:
-        content, found = open_content(stream, source.name, fmt)
-        scan = InputScan(format=found, rules=rules)
-        for line, record in read_records(content, found, rules):
+    parts = _parts(source)
+    scan = InputScan(format=fmt or "json", rules=rules)
+    for part in parts:
+        # Several files: a problem names its file, and key order runs on across them.
+        in_file = part.name.rsplit("/", 1)[-1] if len(parts) > 1 else None
+        scan.format, records = _part_records(part, fmt, rules)
+        for line, record in records:
             if isinstance(record, Problem):
                 total += 1
                 if len(problems) < MAX_PROBLEMS:
-                    problems.append(record)
+                    problems.append(record.in_file(in_file))
                 continue
             scan.entities += 1
             key = service_order(record)
             if scan.out_of_order is None and previous is not None and key <= previous:
-                scan.out_of_order = line
+                scan.out_of_order = f"{in_file} line {line}" if in_file else f"line {line}"
             previous = key
             if on_progress and scan.entities % _PROGRESS_EVERY == 0:
                 on_progress(f"validate {source.name}", scan.entities)
@@ -131,11 +163,12 @@ def validate_input(
     return scan
 
 
-def read_entities(source: Source, fmt: str, rules: TypeRules) -> Iterator[dict]:
+def read_entities(source: Source, fmt: str | None, rules: TypeRules) -> Iterator[dict]:
     """The entities of an input validate_input accepted, read again and typed by the same rules."""
-    with source.open() as stream:
-        content, _ = open_content(stream, source.name, fmt)
-        for _, record in read_records(content, fmt, rules.fresh()):
+    rules = rules.fresh()
+    for part in _parts(source):
+        _, records = _part_records(part, fmt, rules)
+        for _, record in records:
             if isinstance(record, Problem):
                 raise BackupError(f"{source.name} changed while it was imported: {record}")
             yield record
@@ -165,7 +198,7 @@ def import_entities(
     scan = validate_input(source, request.format, on_progress, TypeRules(request.types, request.infer_types))
     if request.mode == "missing" and scan.out_of_order is not None:
         raise InvalidInput(
-            f"mode missing needs {source.name} in key order, as export writes it, but line {scan.out_of_order} "
+            f"mode missing needs {source.name} in key order, as export writes it, but {scan.out_of_order} "
             "is not after the one before; sort it, or use mode replace or merge"
         )
 
@@ -174,17 +207,20 @@ def import_entities(
         format=scan.format,
         mode=request.mode,
         dry_run=request.dry_run,
-        shape=scan.rules.shape or NATIVE,
+        shape=getattr(source, "shape", None) or scan.rules.shape or NATIVE,
         typed=scan.rules.typed_report(),
-        warnings=scan.warnings(),
+        warnings=scan.warnings() + (source.warnings() if callable(getattr(source, "warnings", None)) else []),
     )
+    check = getattr(source, "check", None)
+    if check is not None:
+        result.azcopy = check.as_json()
     exists = table_exists(storage, request.table)
     if not exists and not request.dry_run:
         create_table(storage, request.table)
     client = storage.tables.get_table_client(request.table)
     tally = Tally()
     erased = erasures.load(storage, request.table)
-    entities = erased.without_erased(read_entities(source, scan.format, scan.rules))
+    entities = erased.without_erased(read_entities(source, request.format, scan.rules))
     operations = plan_operations(entities, request.mode, client, exists, None, tally)
     if request.dry_run:
         for _ in operations:

@@ -181,10 +181,15 @@ def _elements(window: _TextWindow, rules: TypeRules) -> Generator[Record, None, 
             return True
 
 
-def _cli_document(window: _TextWindow, rules: TypeRules) -> Records:
-    """`{"items": [...], "nextMarker": {...}}`, as `az storage entity query` prints it."""
+# The key holding the entities of a document: the Azure CLI's, and the service's own query response.
+_ENTITY_LISTS = {"items": AZURE_CLI, "value": None}
+
+
+def _document(window: _TextWindow, rules: TypeRules) -> Records:
+    """`{"items": [...], "nextMarker": {...}}`, as `az storage entity query` prints it, or
+    `{"odata.metadata": "...", "value": [...]}`, the service's minimal-metadata query response (the
+    payload of an AzCopy export's data file)."""
     window.advance(window.pos + 1)
-    rules.shape = rules.shape or AZURE_CLI
     while (char := window.next_char()) not in ("}", None):
         line = window.line
         try:
@@ -194,7 +199,8 @@ def _cli_document(window: _TextWindow, rules: TypeRules) -> Records:
             if window.next_char() != ":" or not isinstance(key, str):
                 raise ValueError("not JSON: expected a key and ':'")
             window.advance(window.pos + 1)
-            if key == "items" and window.next_char() == "[":
+            if key in _ENTITY_LISTS and window.next_char() == "[":
+                rules.shape = rules.shape or _ENTITY_LISTS[key]
                 if not (yield from _elements(window, rules)):
                     return
             elif window.next_char() is None:
@@ -216,12 +222,13 @@ def _cli_document(window: _TextWindow, rules: TypeRules) -> Records:
 
 
 def read_json_array(stream: BinaryIO, rules: TypeRules | None = None) -> Records:
-    """A JSON array of entities, or an Azure CLI entity query document holding one."""
+    """A JSON array of entities, or a document holding one: an Azure CLI entity query's output or
+    the service's query response."""
     rules = rules or TypeRules()
     window = _TextWindow(stream)
     first = window.next_char()
     if first == "{":
-        yield from _cli_document(window, rules)
+        yield from _document(window, rules)
     elif first == "[":
         if not (yield from _elements(window, rules)):
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tablebackup.entities import KEYS, check_entity
 from tablebackup.errors import InvalidInput
@@ -21,12 +21,17 @@ _FORBIDDEN_IN_KEYS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 class Problem:
     line: int
     reason: str
+    file: str | None = None  # which file of an input of several (an AzCopy export's data files)
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
+        where = f"{self.file} line {self.line}" if self.file else f"line {self.line}"
+        return f"{where}: {self.reason}"
+
+    def in_file(self, file: str | None) -> Problem:
+        return replace(self, file=file) if file else self
 
     def as_json(self) -> dict:
-        return {"line": self.line, "reason": self.reason}
+        return {"line": self.line, "reason": self.reason, **({"file": self.file} if self.file else {})}
 
 
 # (line, entity in backup-line form) or (line, Problem).

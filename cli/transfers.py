@@ -154,6 +154,8 @@ def import_(
     try:
         with progress() as report:
             if is_azcopy_export(input_path):
+                if fmt:
+                    raise click.UsageError("an AzCopy export's manifest gives its format; leave out --format")
                 source = open_export(input_path, skip_checksums=skip_azcopy_checksums, on_progress=report)
             elif skip_azcopy_checksums:
                 raise click.UsageError("--skip-azcopy-checksums is for an AzCopy export (a .manifest or its folder)")

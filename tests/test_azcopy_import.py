@@ -157,6 +157,20 @@ def test_skipping_the_checksums_still_checks_the_rest(storage, unique_name, tmp_
     assert not_azcopy.returncode == 2  # click: the path does not exist
 
 
+def test_format_and_skip_flags_are_refused_where_they_do_not_apply(storage, unique_name, tmp_path):
+    manifest = azcopy_export(_sample(storage, unique_name), tmp_path / "e", WHEN)
+    other = tmp_path / "plain.ndjson"
+    other.write_text('{"PartitionKey":"p","RowKey":"r"}\n')
+    target = unique_name("dst")
+
+    with_format = run_cli("import", "--table", target, "--input", str(manifest), "--format", "csv")
+    skip_elsewhere = run_cli("import", "--table", target, "--input", str(other), "--skip-azcopy-checksums")
+
+    assert with_format.returncode == 2 and "leave out --format" in with_format.stderr
+    assert skip_elsewhere.returncode == 2 and "is for an AzCopy export" in skip_elsewhere.stderr
+    assert _absent(storage, target)
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

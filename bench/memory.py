@@ -5,7 +5,9 @@
 - verify with a REQUIRED_FIELDS property that no entity has (a typo flags every entity);
 - point-in-time replay of as many distinct changed entities (dry run: the collapse, no writes);
 - the audit query of the CLI over as many entries (--json, all of it on stdout);
-- a dry-run restore of a three-link chain of large blobs (every link's streams open at once).
+- a dry-run restore of a three-link chain of large blobs (every link's streams open at once);
+- a dry-run import of an AzCopy 7.3 export, one data file of all the entities (one JSON document,
+  its CRC64 checked, then read value by value).
 
 Each path's data is seeded here, in tables of its own, the way the product makes it: backups by the
 CLI, audit entries in the audit table's schema (audit.entries) written as batches."""
@@ -16,11 +18,13 @@ import base64
 import json
 import random
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from azure.data.tables import TableServiceClient
 
@@ -35,6 +39,7 @@ FACTOR = 10
 KEYS = 15_000  # deletion detection and verify
 CHANGES = 10_000  # replay and audit query: ~1 KB images
 CHAIN_ENTITIES = 600  # chain restore: ~3 KB of random text each, ~1.6 MB of gzip per link at 1x
+AZCOPY_ENTITIES = 2_000  # AzCopy import: ~3 KB each, a ~6 MB data file at 1x
 IMAGE_BYTES = 1000
 BLOB_TEXT_BYTES = 3000
 
@@ -155,10 +160,30 @@ def chain_restore(service, env: dict[str, str], count: int) -> Run:
     return restored
 
 
+def azcopy_import(service, env: dict[str, str], count: int) -> Run:
+    """An AzCopy export of `count` large entities in one data file (tests.azcopyexport writes it as
+    AzCopy's docs describe), imported as a dry run."""
+    from tests.azcopyexport import azcopy_export
+
+    table = f"memazcopy{count}"
+    rng = random.Random(count)
+    text = BLOB_TEXT_BYTES * 3 // 4
+    _write(service, table, (
+        {"PartitionKey": f"p{i // 1000:03d}", "RowKey": f"{i:08d}", "text": base64.b64encode(rng.randbytes(text)).decode()}  # noqa: E501
+        for i in range(count)
+    ))  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = azcopy_export(service.get_table_client(table), Path(folder), datetime.now(UTC))
+        imported, report = _cli(env, "import", "--table", f"{table}x", "--input", str(manifest), "--dry-run")
+    if report["imported"] != count or report["azcopy"]["checksums"] != "verified":
+        raise BenchFailed(f"the dry-run import of {table}'s AzCopy export counted {report['imported']} of {count}")
+    return imported
+
+
 def measure(connection_string: str, env: dict[str, str], scale: float, say: Callable[[str], None]) -> list:
     service = TableServiceClient.from_connection_string(connection_string)
     sizes = {name: (max(1, round(n * scale)), max(1, round(n * scale)) * FACTOR) for name, n in (
-        ("keys", KEYS), ("changes", CHANGES), ("chain", CHAIN_ENTITIES))}  # fmt: skip
+        ("keys", KEYS), ("changes", CHANGES), ("chain", CHAIN_ENTITIES), ("azcopy", AZCOPY_ENTITIES))}  # fmt: skip
     measured: dict[str, list[Run]] = {}
     for count in sizes["keys"]:
         started = time.perf_counter()
@@ -174,12 +199,17 @@ def measure(connection_string: str, env: dict[str, str], scale: float, say: Call
         started = time.perf_counter()
         measured.setdefault("chain", []).append(chain_restore(service, env, count))
         say(f"memory: a 3-link chain of {count:,} large entities restored in {time.perf_counter() - started:.1f} s")
+    for count in sizes["azcopy"]:
+        started = time.perf_counter()
+        measured.setdefault("azcopy", []).append(azcopy_import(service, env, count))
+        say(f"memory: an AzCopy export of {count:,} large entities imported in {time.perf_counter() - started:.1f} s")
     return [
         MemoryPath("incremental: deleted keys", "keys", sizes["keys"], tuple(measured["deletions"])),
         MemoryPath("verify: missing field", "entities", sizes["keys"], tuple(measured["verify"])),
         MemoryPath("point-in-time replay", "changes", sizes["changes"], tuple(measured["replay"])),
         MemoryPath("cli audit --json", "entries", sizes["changes"], tuple(measured["audit"])),
         MemoryPath("chain restore, 3 links", "entities", sizes["chain"], tuple(measured["chain"])),
+        MemoryPath("AzCopy export import", "entities", sizes["azcopy"], tuple(measured["azcopy"])),
     ]
 
 

@@ -139,16 +139,21 @@ def replay_and_audit(service, env: dict[str, str], count: int) -> tuple[Run, Run
     return replayed, listed
 
 
-def chain_restore(service, env: dict[str, str], count: int) -> Run:
-    """A full backup and two incrementals, each holding all `count` entities (they all changed within
-    the incremental overlap), restored as a dry run."""
-    table = f"memchain{count}"
+def _write_large(service, table: str, count: int) -> None:
+    """`count` entities of ~BLOB_TEXT_BYTES of random (incompressible) text each."""
     rng = random.Random(count)
     text = BLOB_TEXT_BYTES * 3 // 4
     _write(service, table, (
         {"PartitionKey": f"p{i // 1000:03d}", "RowKey": f"{i:08d}", "text": base64.b64encode(rng.randbytes(text)).decode()}  # noqa: E501
         for i in range(count)
     ))  # fmt: skip
+
+
+def chain_restore(service, env: dict[str, str], count: int) -> Run:
+    """A full backup and two incrementals, each holding all `count` entities (they all changed within
+    the incremental overlap), restored as a dry run."""
+    table = f"memchain{count}"
+    _write_large(service, table, count)
     _cli(env, "backup", "--table", table)
     for _ in range(2):
         _cli(env, "backup", "--table", table, "--incremental")
@@ -166,12 +171,7 @@ def azcopy_import(service, env: dict[str, str], count: int) -> Run:
     from tests.azcopyexport import azcopy_export
 
     table = f"memazcopy{count}"
-    rng = random.Random(count)
-    text = BLOB_TEXT_BYTES * 3 // 4
-    _write(service, table, (
-        {"PartitionKey": f"p{i // 1000:03d}", "RowKey": f"{i:08d}", "text": base64.b64encode(rng.randbytes(text)).decode()}  # noqa: E501
-        for i in range(count)
-    ))  # fmt: skip
+    _write_large(service, table, count)
     with tempfile.TemporaryDirectory() as folder:
         manifest = azcopy_export(service.get_table_client(table), Path(folder), datetime.now(UTC))
         imported, report = _cli(env, "import", "--table", f"{table}x", "--input", str(manifest), "--dry-run")

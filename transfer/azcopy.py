@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -129,14 +128,6 @@ def list_checksum(crcs: list[int]) -> int:
     for crc in crcs:
         total ^= crc
     return total
-
-
-def data_file_name(manifest: AzCopyManifest, range_index: int, split_index: int, crc: int, ext: str) -> str:
-    """The name AzCopy gives a data file (the CRC as 16 upper-case hex digits)."""
-    when = datetime.strptime(manifest.Timestamp[:19], "%Y-%m-%dT%H:%M:%S").strftime("%Y%m%dT%H%M%S")
-    fraction = manifest.Timestamp[19:-1]
-    prefix = f"{manifest.AccountName}_{manifest.TableName}_{when}{fraction}Z"
-    return f"{prefix}_{range_index}_{split_index}_{crc:016X}.{ext}"
 
 
 def find_manifest(path: Path) -> Path:

@@ -33,6 +33,8 @@ EDM_TYPES = {
     "Edm.Guid",
     "Edm.Binary",
 }
+# The types a backup line marks with "<name>@odata.type" (every Double too); the others are bare JSON.
+ANNOTATED_TYPES = frozenset({"Edm.Int64", "Edm.Double", "Edm.DateTime", "Edm.Guid", "Edm.Binary"})
 _DOUBLE_WORDS = {"NaN", "Infinity", "-Infinity"}
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?\Z", re.ASCII)

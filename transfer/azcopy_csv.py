@@ -21,12 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from tablebackup.entities import EDM_TYPES, KEYS, TYPE_SUFFIX
+from tablebackup.entities import ANNOTATED_TYPES, EDM_TYPES, KEYS, TYPE_SUFFIX
 from tablebackup.errors import InvalidInput
 from transfer.csv_format import cell_value
 from transfer.records import Records, checked, problem
 
-_ANNOTATED = {"Edm.Int64", "Edm.Double", "Edm.DateTime", "Edm.Guid", "Edm.Binary"}
 _METADATA = ("Timestamp",)
 
 
@@ -86,7 +85,7 @@ def _entity(columns: list[tuple[str, str]], cells: list[str], empty_strings: dic
             entity[name] = cell_value(edm, cell)
         except InvalidInput as error:
             raise InvalidInput(f"column {name!r} ({edm}): {error}") from None
-        if edm in _ANNOTATED:
+        if edm in ANNOTATED_TYPES:
             entity[name + TYPE_SUFFIX] = edm
     return entity
 
@@ -105,7 +104,7 @@ def read_azcopy_csv(stream: BinaryIO, columns: list[tuple[str, str]], empty_stri
                 first = False
                 if cells == names:
                     continue  # the header row
-                if set(cells) & {*KEYS} and cells != names:
+                if set(cells) & set(KEYS):  # a header, but not the schema's
                     yield problem(line, f"the header {cells[:5]} does not match the schema's columns {names[:5]}")
                     return
             try:

@@ -23,13 +23,11 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from tablebackup import wirejson
-from tablebackup.entities import EDM_TYPES, KEYS, TYPE_SUFFIX, edm_type, encode_line
+from tablebackup.entities import ANNOTATED_TYPES, EDM_TYPES, KEYS, TYPE_SUFFIX, edm_type, encode_line
 from tablebackup.errors import InvalidInput
 from transfer.records import Records, checked, problem
 
 Column = tuple[str, str]
-# Types the backup line form marks with "<name>@odata.type"; the others are bare JSON.
-_ANNOTATED = {"Edm.Int64", "Edm.Double", "Edm.DateTime", "Edm.Guid", "Edm.Binary"}
 _DOUBLE_WORDS = {"NaN", "Infinity", "-Infinity"}
 _INTEGER = re.compile(r"^-?[0-9]+\Z")
 _DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
@@ -165,7 +163,7 @@ def _entity(columns: list[Column], cells: list[str]) -> dict:
             entity[name] = cell_value(edm, _unescape(cell))
         except InvalidInput as error:
             raise InvalidInput(f"column '{name}@{edm}': {error}") from None
-        if edm in _ANNOTATED:
+        if edm in ANNOTATED_TYPES:
             entity[name + TYPE_SUFFIX] = edm
     return entity
 

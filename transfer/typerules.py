@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tablebackup.entities import EDM_TYPES, TYPE_SUFFIX
+from tablebackup.entities import ANNOTATED_TYPES, EDM_TYPES, TYPE_SUFFIX
 from tablebackup.errors import InvalidInput
 
 TYPES_OPTION = "--types"
@@ -33,8 +33,6 @@ _DATETIME_RE = re.compile(
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
-# Types a backup line annotates with "<name>@odata.type"; String, Boolean and Int32 are bare.
-_ANNOTATED = {"Edm.Int64", "Edm.Double", "Edm.DateTime", "Edm.Guid", "Edm.Binary"}
 
 
 @dataclass(frozen=True)
@@ -157,7 +155,7 @@ class TypeRules:
             except (ValueError, binascii.Error):
                 rule = f" ({TYPES_OPTION} {name}={edm})" if name in self.types and not value.typed else ""
                 raise InvalidInput(f"property {name!r}: {_short(raw)} is not a valid {edm}{rule}") from None
-            if edm in _ANNOTATED:
+            if edm in ANNOTATED_TYPES:
                 entity[name + TYPE_SUFFIX] = edm
         return entity
 

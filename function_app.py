@@ -10,7 +10,7 @@ from audit.functions import bp as audit_blueprint
 from backup.functions import bp as backup_blueprint
 from restore.functions import bp as restore_blueprint
 from status.functions import bp as status_blueprint
-from tablebackup import telemetry
+from tablebackup.core import telemetry
 from transfer.functions import bp as transfer_blueprint
 from verify.functions import bp as verify_blueprint
 

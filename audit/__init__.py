@@ -1,3 +1,1 @@
-"""The audit trail: one create-only entry per change to an audited table, written from queue messages
-the audited application sends (and directly for this app's own operations), queried by table, entity,
-operation, user and time range."""
+"""The function app's audit doors (functions.py): parse, call tablebackup.audit, shape the answer."""

@@ -6,10 +6,10 @@ from typing import Annotated
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from audit.queries import PAGE_ENTRIES, entries_page
-from audit.writer import handle_message
-from tablebackup.clients import Storage
-from tablebackup.httpapi import error_response, json_response, parse_fields, query_fields
+from tablebackup.audit.queries import PAGE_ENTRIES, entries_page
+from tablebackup.audit.writer import handle_message
+from tablebackup.core.clients import Storage
+from tablebackup.http import error_response, json_response, parse_fields, query_fields
 
 bp = func.Blueprint()
 

@@ -1,0 +1,1 @@
+"""The function app's backup doors (functions.py): parse, call tablebackup.backup, shape the answer."""

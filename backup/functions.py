@@ -6,13 +6,14 @@ import typing
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict
 
-from backup import runs
-from backup.archiver import backup_tables, tables_to_back_up
-from backup.retention import policy_from_settings, prune
-from tablebackup import catalog, telemetry
-from tablebackup.clients import Storage
-from tablebackup.errors import InvalidInput, NotFound
-from tablebackup.httpapi import error_response, json_response, parse_body, parse_fields, query_fields
+from tablebackup.backup import runs
+from tablebackup.backup.archiver import backup_tables, tables_to_back_up
+from tablebackup.backup.retention import policy_from_settings, prune
+from tablebackup.core import telemetry
+from tablebackup.core.clients import Storage
+from tablebackup.core.errors import InvalidInput, NotFound
+from tablebackup.http import error_response, json_response, parse_body, parse_fields, query_fields
+from tablebackup.repository import catalog
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """`python -m bench [--entities N] [--parallel-entities N]`: on its own in-memory Azurite, time
-`python -m cli backup` against a process that only lists the same table with the SDK's list_entities(), and
-compare the backup's peak RSS on a table ten times smaller. Then time `python -m cli restore` of the big
+`python -m tablebackup backup` against a process that only lists the same table with the SDK's list_entities(), and
+compare the backup's peak RSS on a table ten times smaller. Then time `python -m tablebackup restore` of the big
 table's latest backup against a process that copies the small table with one upsert_entity() per entity,
-both as entities/s. Then back up 20 small tables in one `python -m cli backup --parallel N` for N = 1, 2
-and 4. Last, `python -m cli status` over 200 tables with 90 days of daily backups each (`--only-status`
+both as entities/s. Then back up 20 small tables in one `python -m tablebackup backup --parallel N` for N = 1, 2
+and 4. Last, `python -m tablebackup status` over 200 tables with 90 days of daily backups each (`--only-status`
 runs just that). Then the peak RSS of each path whose memory could grow with its data at 1x and 10x
 that data (bench.memory; `--only-memory` runs just that). Exits non-zero only if a process fails or
 miscounts."""
@@ -57,7 +57,7 @@ def list_entities(env: dict[str, str], table: str, expected: int) -> Run:
 
 
 def backup(env: dict[str, str], table: str, expected: int) -> Run:
-    result = run([sys.executable, "-m", "cli", "backup", "--table", table, "--json"], env)
+    result = run([sys.executable, "-m", "tablebackup", "backup", "--table", table, "--json"], env)
     try:
         report = json.loads(result.stdout)
         entities = [b["entities"] for b in report["backups"]]
@@ -69,7 +69,18 @@ def backup(env: dict[str, str], table: str, expected: int) -> Run:
 
 
 def restore(env: dict[str, str], table: str, target: str, expected: int) -> Run:
-    command = [sys.executable, "-m", "cli", "restore", "--table", table, "--backup", "latest", "--target", target]
+    command = [
+        sys.executable,
+        "-m",
+        "tablebackup",
+        "restore",
+        "--table",
+        table,
+        "--backup",
+        "latest",
+        "--target",
+        target,
+    ]
     result = run([*command, "--json"], env)
     try:
         report = json.loads(result.stdout)

@@ -1,5 +1,5 @@
 """Peak RSS of each path whose memory could grow with its data, at 1x and 10x that data, as whole
-`python -m cli` processes on the bench's Azurite:
+`python -m tablebackup` processes on the bench's Azurite:
 
 - incremental deletion detection: every key of the parent gone before the next live key (a purge);
 - verify with a REQUIRED_FIELDS property that no entity has (a typo flags every entity);
@@ -10,7 +10,7 @@
   its CRC64 checked, then read value by value).
 
 Each path's data is seeded here, in tables of its own, the way the product makes it: backups by the
-CLI, audit entries in the audit table's schema (audit.entries) written as batches."""
+CLI, audit entries in the audit table's schema (tablebackup.audit.entries) written as batches."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from pathlib import Path
 
 from azure.data.tables import TableServiceClient
 
-from audit.entries import partition_for, row_stamp
-from audit.messages import instant_text
 from bench.process import BenchFailed, Run, run
-from tablebackup.tablewriter import submit_operations
+from tablebackup.audit.entries import partition_for, row_stamp
+from tablebackup.audit.messages import instant_text
+from tablebackup.storage.tablewriter import submit_operations
 
 MEMORY_GOAL = 1.2  # peak RSS at 10x the data at most this many times that at 1x
 FACTOR = 10
@@ -57,7 +57,7 @@ class MemoryPath:
 
 
 def _cli(env: dict[str, str], *args: str, ok_exit: tuple[int, ...] = (0,)) -> tuple[Run, dict]:
-    result = run([sys.executable, "-m", "cli", *args, "--json"], env, ok_exit=ok_exit)
+    result = run([sys.executable, "-m", "tablebackup", *args, "--json"], env, ok_exit=ok_exit)
     try:
         return result, json.loads(result.stdout)
     except ValueError:
@@ -95,7 +95,7 @@ def deletions_and_verify(service, env: dict[str, str], count: int) -> tuple[Run,
 
 
 def _audit_entity(table: str, index: int, at: str, rng: random.Random) -> dict:
-    """One INSERT entry in the audit table's schema (audit.entries)."""
+    """One INSERT entry in the audit table's schema (tablebackup.audit.entries)."""
     key = ("p", f"{index:08d}")
     image = {"PartitionKey": key[0], "RowKey": key[1], "text": rng.randbytes(IMAGE_BYTES // 2).hex()}
     return {

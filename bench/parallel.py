@@ -1,4 +1,4 @@
-"""Parallel backup of many small tables: `python -m cli backup --table ... --parallel N` as whole processes,
+"""Parallel backup of many small tables: `python -m tablebackup backup --table ... --parallel N` as whole processes,
 for each N in PARALLEL, on the bench's own Azurite. Also records how much CPU Azurite itself used during
 each run: it is one Node.js process, so on a small machine it, not the fan-out, sets the ceiling."""
 
@@ -54,7 +54,7 @@ def children_cpu_seconds() -> float:
 def backup(
     env: dict[str, str], tables: list[str], per_table: int, parallel: int, azurite_pid: int | None
 ) -> ParallelRun:
-    command = [sys.executable, "-m", "cli", "backup"]
+    command = [sys.executable, "-m", "tablebackup", "backup"]
     for table in tables:
         command += ["--table", table]
     command += ["--parallel", str(parallel), "--json"]

@@ -1,6 +1,6 @@
 """The protection status over a big account: TABLES tables with DAYS days of daily backups each
 (manifests only: the status never reads data blobs), each verified and drilled. Times
-`python -m cli status --json` as a whole process straight against Azurite, then runs it again
+`python -m tablebackup status --json` as a whole process straight against Azurite, then runs it again
 through counting proxies in front of the blob and table endpoints for the requests per table."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from azure.storage.blob import BlobServiceClient
 
 from bench.process import BenchFailed, Run, run
 from localdev.azurite import connection_string
-from tablebackup.backupformat import Manifest, new_backup_id, write_manifest
+from tablebackup.repository.backupformat import Manifest, new_backup_id, write_manifest
+from tablebackup.verify.results import newest_first_key
 from tests.faultproxy import FaultProxy
-from verify.results import newest_first_key
 
 TABLES = 200
 DAYS = 90
@@ -82,7 +82,7 @@ def seed(connection: str, tables: list[str], days: int, now: datetime, say: Call
 
 
 def _status(env: dict[str, str], tables: int) -> Run:
-    result = run([sys.executable, "-m", "cli", "status", "--json"], env)
+    result = run([sys.executable, "-m", "tablebackup", "status", "--json"], env)
     document = json.loads(result.stdout)
     if len(document["tables"]) != tables or not document["ok"]:
         raise BenchFailed(f"status reported {len(document['tables'])} tables, verdict {document['verdict']}")

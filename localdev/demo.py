@@ -31,11 +31,11 @@ def main() -> int:
 
     from azure.functions.timer import TimerRequest
 
-    from cli.app import main as cli
     from function_app import app
-    from tablebackup import catalog
-    from tablebackup.backupformat import read_data_lines
-    from tablebackup.clients import Storage
+    from tablebackup.cli.app import main as cli
+    from tablebackup.core.clients import Storage
+    from tablebackup.repository import catalog
+    from tablebackup.repository.backupformat import read_data_lines
 
     storage = Storage.from_settings()
     seeded = seed_table(storage.tables, DEMO_TABLE, DEMO_ENTITIES)
@@ -62,7 +62,7 @@ def main() -> int:
     first = next(iter(read_data_lines(storage.backups, newest))).decode().strip()
     _say(f"   its first line: {first[:240]}…")
 
-    _say("4. python -m cli list-backups --table candidates")
+    _say("4. python -m tablebackup list-backups --table candidates")
     code = cli(["list-backups", "--table", DEMO_TABLE])
 
     _say("5. Verifying as the daily timer does, and a DR drill as the monthly timer does:")
@@ -71,11 +71,11 @@ def main() -> int:
 
     page = STATUS_PAGE.resolve()
     page.parent.mkdir(exist_ok=True)
-    _say(f"6. python -m cli status --page {STATUS_PAGE}")
+    _say(f"6. python -m tablebackup status --page {STATUS_PAGE}")
     code = code or cli(["status", "--page", str(page)])
     _say(f"   the status page (as GET /api/status/page serves it) is in {page}")
     _say()
-    _say("Next: `python -m cli backup --table candidates --json`, or `func start` (see README).")
+    _say("Next: `python -m tablebackup backup --table candidates --json`, or `func start` (see README).")
     return code
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 
-from tablebackup.tablewriter import submit_operations, upsert_operations
+from tablebackup.storage.tablewriter import submit_operations, upsert_operations
 
 PARTITIONS = ["CANDIDATE", "EMPLOYEE", "O'Brien & Sons", "ünïcödé 分区", ""]
 _FIRST = ["Ada", "Grace", "Linus", "Zoë", "Søren", "José", "Ёлка", "李", "O'Neil", "Chloé"]

@@ -7,11 +7,11 @@ from typing import Literal
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from restore import operations
-from restore.restorer import RestoreRequest
-from tablebackup.clients import Storage
-from tablebackup.httpapi import caller, error_response, json_response, parse_body
-from tablebackup.instants import parse_instant
+from tablebackup.core.clients import Storage
+from tablebackup.core.instants import parse_instant
+from tablebackup.http import caller, error_response, json_response, parse_body
+from tablebackup.restore import operations
+from tablebackup.restore.restorer import RestoreRequest
 
 bp = func.Blueprint()
 

@@ -1,1 +1,1 @@
-"""Protection status: reads what the product records and says whether each table is protected."""
+"""The function app's status doors (functions.py): parse, call tablebackup.status, shape the answer."""

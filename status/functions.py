@@ -4,11 +4,11 @@ function key; the page takes the key as ?code= so a person can open it in a brow
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict
 
-from status.page import CONTENT_SECURITY_POLICY, render
-from status.report import account_status
-from tablebackup.clients import Storage
-from tablebackup.errors import InvalidInput
-from tablebackup.httpapi import error_response, json_response, parse_fields, query_fields
+from tablebackup.core.clients import Storage
+from tablebackup.core.errors import InvalidInput
+from tablebackup.http import error_response, json_response, parse_fields, query_fields
+from tablebackup.status.page import CONTENT_SECURITY_POLICY, render
+from tablebackup.status.report import account_status
 
 bp = func.Blueprint()
 

@@ -10,11 +10,11 @@ writes, built from AzCopy's documentation, since AzCopy 7.3 is a closed-source W
 - the manifest `<account>_<table>_<timestamp>.manifest`, with the fields and order of the one an
   AzCopy user posted (azure-storage-net-data-movement issue 129);
 - /PayloadFormat:CSV: each data file `.csv` with a `.schema.csv` (AzCopy's docs); neither layout is
-  documented, so the files take the forms transfer.azcopy_csv reads: a header of the columns, the
+  documented, so the files take the forms tablebackup.transfer.azcopy_csv reads: a header of the columns, the
   values' text (Boolean as .NET prints it, True/False), and the schema as a row of names over a row
   of types, or a name,type row per column.
 
-The CRC64 is not documented; the fixtures use this project's reading (transfer.azcopy): the Azure
+The CRC64 is not documented; the fixtures use this project's reading (tablebackup.transfer.azcopy): the Azure
 Storage CRC-64 of the file's bytes, and the XOR of the files' CRCs in the manifest. It is computed
 here by a plain table-driven implementation, independent of the extension the product uses.
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 
 from azure.core.rest import HttpRequest
 
-from tablebackup import wirejson
-from tablebackup.entities import TYPE_SUFFIX, edm_type
+from tablebackup.core import wirejson
+from tablebackup.core.entities import TYPE_SUFFIX, edm_type
 
 ACCOUNT = "devstoreaccount1"
 _POLY = 0x9A6C9329AC4BC9B5  # Azure Storage CRC-64, reflected

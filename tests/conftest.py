@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from localdev import azurite as azurite_process
-from tablebackup.clients import Storage
-from tablebackup.settings import get_settings
+from tablebackup.core.clients import Storage
+from tablebackup.core.settings import get_settings
 
 _counter = itertools.count()
 

@@ -148,7 +148,7 @@ def _port(connection: str, endpoint: str) -> int:
 def blobs_through_proxy(monkeypatch, azurite_connection_string: str) -> Iterator[FaultProxy]:
     """Settings whose backup blob endpoint is a FaultProxy in front of Azurite (tables go direct)."""
     from localdev.azurite import connection_string
-    from tablebackup.settings import get_settings
+    from tablebackup.core.settings import get_settings
 
     table_port = _port(azurite_connection_string, "TableEndpoint")
     with FaultProxy(_port(azurite_connection_string, "BlobEndpoint")) as proxy:
@@ -161,7 +161,7 @@ def blobs_through_proxy(monkeypatch, azurite_connection_string: str) -> Iterator
 def tables_through_proxy(monkeypatch, azurite_connection_string: str) -> Iterator[FaultProxy]:
     """Settings whose table endpoint is a FaultProxy in front of Azurite (blobs go direct)."""
     from localdev.azurite import connection_string
-    from tablebackup.settings import get_settings
+    from tablebackup.core.settings import get_settings
 
     blob_port = _port(azurite_connection_string, "BlobEndpoint")
     with FaultProxy(_port(azurite_connection_string, "TableEndpoint")) as proxy:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from backup.archiver import backup_table
 from localdev.sample import seed_table
-from tablebackup.backupformat import DataBlobWriter, Manifest, manifest_blob_name, new_backup_id
-from tablebackup.clients import Storage
-from tablebackup.settings import get_settings
-from verify.checker import verify_and_record
-from verify.drills import run_drill
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.clients import Storage
+from tablebackup.core.settings import get_settings
+from tablebackup.repository.backupformat import DataBlobWriter, Manifest, manifest_blob_name, new_backup_id
+from tablebackup.verify.checker import verify_and_record
+from tablebackup.verify.drills import run_drill
 
 
 def _age_manifest(storage: Storage, manifest: Manifest, hours: float) -> None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from backup.archiver import backup_table
-from backup.runs import run_status
 from localdev.sample import seed_table
-from tablebackup import catalog
-from tablebackup.backupformat import read_data_lines
-from tablebackup.clients import Storage
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.backup.runs import run_status
+from tablebackup.core.clients import Storage
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog
+from tablebackup.repository.backupformat import read_data_lines
 from tests.faultproxy import blobs_through_proxy, tables_through_proxy
 from tests.test_cli import run_cli
 from tests.test_fanout import backup_blob_names, daily_run

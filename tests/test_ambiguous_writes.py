@@ -9,21 +9,21 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from audit.queries import find_entries
-from backup.archiver import backup_table
 from localdev.sample import seed_table
-from restore.pointintime import undelete
-from restore.restorer import RestoreRequest, restore
-from tablebackup.backupformat import read_data_lines
-from tablebackup.entities import decode_line
-from tablebackup.errors import BackupError
-from tablebackup.settings import get_settings
-from tablebackup.tablewriter import submit_operations, upsert_operations
+from tablebackup.audit.queries import find_entries
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.entities import decode_line
+from tablebackup.core.errors import BackupError
+from tablebackup.core.settings import get_settings
+from tablebackup.repository.backupformat import read_data_lines
+from tablebackup.restore.pointintime import undelete
+from tablebackup.restore.restorer import RestoreRequest, restore
+from tablebackup.storage.tablewriter import submit_operations, upsert_operations
+from tablebackup.transfer.importer import ImportRequest, import_entities
+from tablebackup.transfer.sources import FileSource
 from tests.faultproxy import tables_through_proxy
 from tests.test_pointintime import A, Trail
 from tests.wire import table_state
-from transfer.importer import ImportRequest, import_entities
-from transfer.sources import FileSource
 
 LOST_ANSWERS = [500, "drop", "hang", "cut"]
 
@@ -48,7 +48,7 @@ def proxy(monkeypatch, azurite_connection_string, env):
 
 
 def _storage():
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     return Storage.from_settings()
 

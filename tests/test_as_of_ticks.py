@@ -11,14 +11,14 @@ import azure.functions as func
 import orjson
 import pytest
 
-from audit.messages import instant_text
-from backup.archiver import backup_table
 from localdev.host import QueueOutput
 from localdev.sample import seed_table
-from restore.operations import request_from_json, request_json
-from restore.pointintime import restore_to_instant
-from restore.restorer import RestoreRequest
-from tablebackup.instants import parse_instant
+from tablebackup.audit.messages import instant_text
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.instants import parse_instant
+from tablebackup.restore.operations import request_from_json, request_json
+from tablebackup.restore.pointintime import restore_to_instant
+from tablebackup.restore.restorer import RestoreRequest
 from tests.test_cli import run_cli
 from tests.test_pointintime import A, Trail, _entity
 from tests.wire import table_state

@@ -19,15 +19,15 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
-from audit.client import AuditClient, audit_message
-from audit.entries import entry_id, record_operation
-from audit.queries import find_entries
-from audit.writer import handle_message
 from localdev.azurite import connection_string, free_port
 from localdev.sample import seed_table
-from tablebackup.clients import Storage, blob_service
-from tablebackup.errors import InvalidInput, StorageUnavailable
-from tablebackup.settings import get_settings
+from tablebackup.audit.client import AuditClient, audit_message
+from tablebackup.audit.entries import entry_id, record_operation
+from tablebackup.audit.queries import find_entries
+from tablebackup.audit.writer import handle_message
+from tablebackup.core.clients import Storage, blob_service
+from tablebackup.core.errors import InvalidInput, StorageUnavailable
+from tablebackup.core.settings import get_settings
 from tests.faultproxy import FaultProxy
 from tests.wire import keyed, typed, wire_entities
 
@@ -538,7 +538,7 @@ def test_get_audit_pages_with_a_continuation(functions, several_days):
 
 
 def test_a_page_also_ends_at_its_byte_budget(functions, several_days, monkeypatch):
-    from audit import queries
+    from tablebackup.audit import queries
 
     monkeypatch.setattr(queries, "PAGE_BYTES", 1)  # every entry is over it: one entry per page
 
@@ -598,7 +598,7 @@ def test_get_audit_refuses_any_continuation_it_did_not_make(functions, several_d
 
 
 def test_iter_entries_reads_the_days_as_they_are_consumed(several_days, env, monkeypatch, azurite_connection_string):
-    from audit.queries import iter_entries
+    from tablebackup.audit.queries import iter_entries
 
     with FaultProxy(_port(azurite_connection_string, "Table")) as proxy:
         blob = _port(azurite_connection_string, "Blob")

@@ -1,4 +1,4 @@
-"""`python -m cli audit` as users run it: a separate process against real Azurite, exactly one JSON
+"""`python -m tablebackup audit` as users run it: a separate process against real Azurite, exactly one JSON
 document with --json, one line per entry otherwise, and one-line errors with exit codes 1 and 2."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import uuid
 import orjson
 import pytest
 
-from audit.messages import OPERATIONS
-from audit.writer import handle_message
-from cli.audits import OPERATIONS as CLI_OPERATIONS
-from tablebackup.clients import Storage
-from tablebackup.settings import get_settings
+from tablebackup.audit.messages import OPERATIONS
+from tablebackup.audit.writer import handle_message
+from tablebackup.cli.audits import OPERATIONS as CLI_OPERATIONS
+from tablebackup.core.clients import Storage
+from tablebackup.core.settings import get_settings
 from tests.test_cli import run_cli
 
 

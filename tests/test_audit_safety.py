@@ -13,7 +13,7 @@ import pytest
 from azure.functions import meta
 from azure.functions.queue import QueueMessageInConverter
 
-from tablebackup.clients import Storage, blob_service
+from tablebackup.core.clients import Storage, blob_service
 from tests.wire import wire_entities
 
 

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 import pytest
 from azure.data.tables import EdmType, EntityProperty
 
+from tablebackup.transfer import azcopy
+from tablebackup.transfer.importer import ImportRequest, import_entities
 from tests.azcopyexport import azcopy_export, reference_crc64
 from tests.legacybackups import sample_entities, write_table
 from tests.test_cli import _one_line_error, run_cli
 from tests.wire import table_state
-from transfer import azcopy
-from transfer.importer import ImportRequest, import_entities
 
 WHEN = datetime(2025, 1, 13, 2, 0, 0, 123456, tzinfo=UTC)
 EMPTY_CELLS = "empty String cells were read as absent properties, as AzCopy's CSV cannot tell them from empty strings"

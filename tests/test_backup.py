@@ -8,14 +8,14 @@ import hashlib
 
 import pytest
 
-from backup.archiver import backup_table, backup_tables, tables_to_back_up
 from localdev.azurite import connection_string, free_port
 from localdev.sample import candidates, seed_table
-from tablebackup import catalog
-from tablebackup.backupformat import DataBlobWriter, read_data_lines
-from tablebackup.clients import Storage
-from tablebackup.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table, backup_tables, tables_to_back_up
+from tablebackup.core.clients import Storage
+from tablebackup.core.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog
+from tablebackup.repository.backupformat import DataBlobWriter, read_data_lines
 from tests.faultproxy import tables_through_proxy
 
 
@@ -222,8 +222,8 @@ def test_a_large_blob_is_read_in_bounded_ranges(storage, unique_name):
     import base64
     import os
 
-    from tablebackup.backupformat import DataReader, Manifest
-    from tablebackup.clients import BLOB_READ_BYTES
+    from tablebackup.core.clients import BLOB_READ_BYTES
+    from tablebackup.repository.backupformat import DataReader, Manifest
 
     storage.ensure_backup_container()
     backup_id = unique_name("big")

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from azure.data.tables import EdmType, EntityProperty
 
-from backup.archiver import backup_table
-from tablebackup.entities import TYPE_SUFFIX
-from tablebackup.tablewriter import submit_operations, upsert_operations
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.entities import TYPE_SUFFIX
+from tablebackup.storage.tablewriter import submit_operations, upsert_operations
 from tests.wire import keyed, typed, wire_entities
 
 INT64_MAX = 2**63 - 1

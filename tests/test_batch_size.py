@@ -3,8 +3,8 @@ request line carries its URL-encoded keys, which a fixed allowance per operation
 
 from __future__ import annotations
 
-from tablebackup import tablewriter
-from tablebackup.tablewriter import MAX_BATCH_BYTES, submit_operations, upsert_operations
+from tablebackup.storage import tablewriter
+from tablebackup.storage.tablewriter import MAX_BATCH_BYTES, submit_operations, upsert_operations
 from tests.wire import table_state
 
 # 512 CJK characters: the service's 1 KiB key limit in UTF-16, 4,608 bytes URL-encoded.

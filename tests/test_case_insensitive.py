@@ -12,16 +12,16 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from backup.archiver import backup_table
-from backup.retention import prune
 from localdev.sample import seed_table
-from tablebackup import catalog
-from tablebackup.backupformat import new_backup_id
-from tablebackup.erasures import erase
+from tablebackup.backup.archiver import backup_table
+from tablebackup.backup.retention import prune
+from tablebackup.repository import catalog
+from tablebackup.repository.backupformat import new_backup_id
+from tablebackup.repository.erasures import erase
+from tablebackup.verify import results
+from tablebackup.verify.checker import verify_and_record
+from tablebackup.verify.drills import drill_history
 from tests.test_cli import run_cli
-from verify import results
-from verify.checker import verify_and_record
-from verify.drills import drill_history
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`python -m cli` as users run it: a separate process, real Azurite, exit codes 0/1/2, exactly one
+"""`python -m tablebackup` as users run it: a separate process, real Azurite, exit codes 0/1/2, exactly one
 JSON document with --json, and one-line errors."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import pytest
 
 from localdev.azurite import connection_string, free_port
 from localdev.sample import seed_table
-from tablebackup import catalog
+from tablebackup.repository import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "tablebackup", *args],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         capture_output=True,

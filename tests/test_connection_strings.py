@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from localdev.host import InvocationContext
-from tablebackup.settings import get_settings
+from tablebackup.core.settings import get_settings
 from tests.test_cli import run_cli
 
 SECRET = "c2VjcmV0LXZhbHVlLW5ldmVyLXByaW50ZWQ="  # base64, so only the shape is wrong

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tablebackup.entities import check_entity, decode_line, edm_type, encode_line, writable
-from tablebackup.errors import InvalidInput
+from tablebackup.core.entities import check_entity, decode_line, edm_type, encode_line, writable
+from tablebackup.core.errors import InvalidInput
 
 
 def test_encode_annotates_every_double_and_drops_the_etag():
@@ -78,7 +78,7 @@ def test_writable_form_leaves_out_service_metadata():
 def test_an_unannotated_double_is_written_as_a_double(storage, unique_name):
     """The service's minimal-metadata JSON writes a whole Double as 2.0 with no annotation; written
     back bare, the service would store an Int32."""
-    from tablebackup.tablewriter import submit_operations
+    from tablebackup.storage.tablewriter import submit_operations
     from tests.wire import table_state
 
     client = storage.tables.create_table(unique_name("dbl"))

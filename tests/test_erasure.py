@@ -6,16 +6,16 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from audit.queries import find_entries
-from backup.archiver import backup_table
 from localdev.sample import seed_table
-from restore.restorer import RestoreRequest, restore
-from tablebackup.erasures import erase, key_digest
-from tablebackup.errors import InvalidInput
+from tablebackup.audit.queries import find_entries
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.errors import InvalidInput
+from tablebackup.repository.erasures import erase, key_digest
+from tablebackup.restore.restorer import RestoreRequest, restore
+from tablebackup.verify.checker import verify_backup
+from tablebackup.verify.drills import run_drill
 from tests.test_cli import run_cli
 from tests.wire import table_state
-from verify.checker import verify_backup
-from verify.drills import run_drill
 
 KEY = ("O'Brien & Sons", "0000070")
 

@@ -10,11 +10,11 @@ import azure.functions as func
 import orjson
 import pytest
 
-from backup.archiver import backup_table
 from localdev.host import InvocationContext, QueueOutput
 from localdev.sample import seed_table
-from tablebackup.clients import blob_service
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.clients import blob_service
+from tablebackup.core.settings import get_settings
 from tests.test_cli import run_cli
 from tests.wire import table_state
 

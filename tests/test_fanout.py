@@ -8,22 +8,22 @@ import orjson
 import pytest
 from azure.functions.timer import TimerRequest
 
-from backup.archiver import backup_table, backup_tables
-from backup.fanout import plan_run, split_points
-from backup.runs import run_status
 from localdev.host import QueueOutput, deliver
 from localdev.sample import seed_table
-from restore.restorer import RestoreRequest, restore
-from tablebackup import catalog
-from tablebackup.backupformat import parts_digest
-from tablebackup.chain import state_entities
-from tablebackup.errors import DamagedBackup
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table, backup_tables
+from tablebackup.backup.fanout import plan_run, split_points
+from tablebackup.backup.runs import run_status
+from tablebackup.core.errors import DamagedBackup
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog
+from tablebackup.repository.backupformat import parts_digest
+from tablebackup.repository.chain import state_entities
+from tablebackup.restore.restorer import RestoreRequest, restore
+from tablebackup.verify.checker import verify_backup
+from tablebackup.verify.drills import run_drill
 from tests.faultproxy import tables_through_proxy
 from tests.test_cli import run_cli
 from tests.wire import table_state
-from verify.checker import verify_backup
-from verify.drills import run_drill
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def fanned(env, monkeypatch, unique_name):
     monkeypatch.setenv("FANOUT_THRESHOLD_ENTITIES", "100")
     monkeypatch.setenv("PART_TARGET_ENTITIES", "150")
     get_settings.cache_clear()
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     storage = Storage.from_settings()
     table = unique_name("big")
@@ -65,13 +65,13 @@ def test_split_points_cut_samples_into_increasing_ranges():
 def test_a_previous_full_backup_without_key_samples_is_planned_without_splitting(storage, monkeypatch, unique_name):
     """A manifest written before key samples were recorded has none: the next full backup of that
     table is one part read in one stream, not a crash of the whole run's planning."""
-    import backup.fanout
+    import tablebackup.backup.fanout
 
-    monkeypatch.setattr(backup.fanout, "STREAMS_MIN_ENTITIES", 100)
+    monkeypatch.setattr(tablebackup.backup.fanout, "STREAMS_MIN_ENTITIES", 100)
     monkeypatch.setenv("FANOUT_THRESHOLD_ENTITIES", "100")
     monkeypatch.setenv("PART_TARGET_ENTITIES", "150")
     get_settings.cache_clear()
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     storage = Storage.from_settings()
     table, other = unique_name("oldmanifest"), unique_name("other")
@@ -189,9 +189,9 @@ def test_backup_tables_in_parallel_keeps_tables_isolated(storage, unique_name):
 
 
 def test_a_table_with_a_previous_backup_is_read_in_parallel_streams(storage, monkeypatch, unique_name):
-    import backup.fanout
+    import tablebackup.backup.fanout
 
-    monkeypatch.setattr(backup.fanout, "STREAMS_MIN_ENTITIES", 100)
+    monkeypatch.setattr(tablebackup.backup.fanout, "STREAMS_MIN_ENTITIES", 100)
     table = unique_name("streams")
     seed_table(storage.tables, table, 600)
     first = backup_table(storage, table)  # no key samples yet: one stream
@@ -205,8 +205,8 @@ def test_a_table_with_a_previous_backup_is_read_in_parallel_streams(storage, mon
 
 
 def test_merged_samples_stay_at_even_intervals_of_the_whole_data():
-    from backup.fanout import PartResult, merge_samples
-    from tablebackup.backupformat import BlobInfo
+    from tablebackup.backup.fanout import PartResult, merge_samples
+    from tablebackup.repository.backupformat import BlobInfo
 
     def part(lines: int, samples: list[str]) -> PartResult:
         return PartResult(info=BlobInfo(blob="b", lines=lines, bytes=1, sha256="0"), samples=samples)
@@ -219,9 +219,9 @@ def test_merged_samples_stay_at_even_intervals_of_the_whole_data():
 
 
 def test_import_reads_a_whole_downloaded_multi_part_backup(storage, monkeypatch, unique_name, tmp_path):
-    import backup.fanout
+    import tablebackup.backup.fanout
 
-    monkeypatch.setattr(backup.fanout, "STREAMS_MIN_ENTITIES", 100)
+    monkeypatch.setattr(tablebackup.backup.fanout, "STREAMS_MIN_ENTITIES", 100)
     table = unique_name("parts")
     seed_table(storage.tables, table, 600)
     original = table_state(storage.tables.get_table_client(table))

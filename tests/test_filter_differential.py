@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import pytest
 from azure.data.tables import EdmType, EntityProperty
 
-from backup.archiver import backup_table
-from tablebackup.chain import state_entities
-from tablebackup.entities import edm_type
-from tablebackup.errors import BackupError, InvalidInput
-from tablebackup.odatafilter import datetime_ticks, parse_filter, utf16
-from tablebackup.tablequery import iter_pages
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.entities import edm_type
+from tablebackup.core.errors import BackupError, InvalidInput
+from tablebackup.repository.chain import state_entities
+from tablebackup.storage.odatafilter import datetime_ticks, parse_filter, utf16
+from tablebackup.storage.tablequery import iter_pages
 
 SEED = 15
 ENTITIES = 120
@@ -312,8 +312,8 @@ def _key(entity: dict) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def world(azurite_connection_string):
     """The corpus in a table on Azurite, and its entities as read back from a backup of it."""
-    from tablebackup.clients import Storage
-    from tablebackup.settings import get_settings
+    from tablebackup.core.clients import Storage
+    from tablebackup.core.settings import get_settings
 
     monkeypatch = pytest.MonkeyPatch()
     for name, value in {

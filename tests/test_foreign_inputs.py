@@ -11,14 +11,14 @@ import azure.functions as func
 import orjson
 import pytest
 
-from backup.archiver import backup_table
+from tablebackup.backup.archiver import backup_table
+from tablebackup.transfer.importer import ImportRequest, import_entities
+from tablebackup.transfer.sources import FileSource
+from tablebackup.transfer.typerules import AmbiguousTypes
 from tests.azcliexport import entity_query
 from tests.legacybackups import sample_entities, write_table
 from tests.test_cli import _one_line_error, run_cli
 from tests.wire import table_state
-from transfer.importer import ImportRequest, import_entities
-from transfer.sources import FileSource
-from transfer.typerules import AmbiguousTypes
 
 RULES = {"joined": "Edm.DateTime", "id": "Edm.Guid", "photo": "Edm.Binary"}
 

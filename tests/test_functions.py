@@ -11,11 +11,11 @@ import orjson
 import pytest
 from azure.functions.timer import TimerRequest
 
-from backup.archiver import backup_table
 from localdev.host import InvocationContext, QueueOutput, deliver
 from localdev.sample import seed_table
-from tablebackup import catalog
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,20 +10,20 @@ import orjson
 import pytest
 from azure.data.tables import UpdateMode
 
-from backup.archiver import backup_table
-from backup.retention import prune
-from backup.runs import run_queued_item, start_run
 from localdev.sample import seed_table
-from restore.restorer import RestoreRequest, restore
-from tablebackup import catalog
-from tablebackup.attempts import record_parent
-from tablebackup.backupformat import new_backup_id
-from tablebackup.chain import state_size
-from tablebackup.errors import BackupError
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.backup.retention import prune
+from tablebackup.backup.runs import run_queued_item, start_run
+from tablebackup.core.errors import BackupError
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog
+from tablebackup.repository.attempts import record_parent
+from tablebackup.repository.backupformat import new_backup_id
+from tablebackup.repository.chain import state_size
+from tablebackup.restore.restorer import RestoreRequest, restore
+from tablebackup.verify.checker import verify_backup
 from tests.test_cli import run_cli
 from tests.wire import table_state
-from verify.checker import verify_backup
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def exact(env, monkeypatch):
     """Storage whose incrementals take no safety overlap, so a test sees exactly what changed."""
     monkeypatch.setenv("INCREMENTAL_OVERLAP_MINUTES", "0")
     get_settings.cache_clear()
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     return Storage.from_settings()
 
@@ -78,8 +78,8 @@ def test_a_chain_restores_exactly_the_state_at_each_link(exact, unique_name):
 
 def test_a_purged_range_is_recorded_in_bounded_chunks(exact, unique_name, monkeypatch):
     """Deleted keys are written a few at a time however many are gone before the next live key."""
-    from backup import incremental
-    from tablebackup.backupformat import DataBlobWriter
+    from tablebackup.backup import incremental
+    from tablebackup.repository.backupformat import DataBlobWriter
 
     storage = exact
     table = unique_name("purge")
@@ -180,7 +180,7 @@ def test_pruning_while_an_incremental_runs_keeps_its_parent(exact, monkeypatch, 
     """A newer full backup (a safety backup before a restore, say) completes while an incremental is
     being written, and retention runs: the incremental's parent is no longer the newest, but it must
     stay, or the incremental completes without it."""
-    import backup.archiver
+    import tablebackup.backup.archiver
 
     storage = exact
     table = unique_name("prunerace")
@@ -188,7 +188,7 @@ def test_pruning_while_an_incremental_runs_keeps_its_parent(exact, monkeypatch, 
     client = storage.tables.get_table_client(table)
     parent = backup_table(storage, table)
     client.delete_entity("CANDIDATE", "0000003")
-    real, meanwhile = backup.archiver.write_manifest, {}
+    real, meanwhile = tablebackup.backup.archiver.write_manifest, {}
 
     def write_manifest(container, manifest):
         if manifest.kind == "incremental" and not meanwhile:
@@ -196,7 +196,7 @@ def test_pruning_while_an_incremental_runs_keeps_its_parent(exact, monkeypatch, 
             meanwhile["pruned"] = prune(storage, [table], keep_daily=1, keep_weekly=0, keep_monthly=0)
         real(container, manifest)
 
-    monkeypatch.setattr(backup.archiver, "write_manifest", write_manifest)
+    monkeypatch.setattr(tablebackup.backup.archiver, "write_manifest", write_manifest)
     incremental = backup_table(storage, table, incremental=True)
     monkeypatch.undo()
 
@@ -210,7 +210,7 @@ def test_pruning_while_an_incremental_runs_keeps_its_parent(exact, monkeypatch, 
 def test_an_incremental_started_after_retention_planned_still_keeps_its_parent(exact, monkeypatch, unique_name):
     """Retention reads the attempts in progress again just before it deletes: an incremental that
     recorded its parent after the plan was made still protects it."""
-    import backup.retention
+    import tablebackup.backup.retention
 
     storage = exact
     table = unique_name("lateincr")
@@ -218,14 +218,14 @@ def test_an_incremental_started_after_retention_planned_still_keeps_its_parent(e
     parent = backup_table(storage, table)
     newer = backup_table(storage, table)
     started = new_backup_id(table, datetime.now(UTC))
-    real = backup.retention.plan
+    real = tablebackup.backup.retention.plan
 
     def plan_then_an_incremental_starts(*args, **kwargs):
         planned = real(*args, **kwargs)
         record_parent(storage.backups, started, parent.backup)  # what an incremental does first
         return planned
 
-    monkeypatch.setattr(backup.retention, "plan", plan_then_an_incremental_starts)
+    monkeypatch.setattr(tablebackup.backup.retention, "plan", plan_then_an_incremental_starts)
     pruned = prune(storage, [table], keep_daily=1, keep_weekly=0, keep_monthly=0)
 
     assert pruned["deleted"] == [] and parent.backup in pruned["keep"] and newer.backup in pruned["keep"]
@@ -238,16 +238,16 @@ def test_an_incremental_whose_parent_is_deleted_while_it_runs_is_never_listed(ex
     table = unique_name("parentgone")
     seed_table(storage.tables, table, 5)
     parent = backup_table(storage, table)
-    import backup.incremental
+    import tablebackup.backup.incremental
 
-    real = backup.incremental.iter_pages
+    real = tablebackup.backup.incremental.iter_pages
 
     def pages(table_client, **kwargs):
         if kwargs.get("select"):  # between the scans, the parent loses its manifest (deleted by hand)
             storage.backups.delete_blob(f"{parent.backup}/manifest.json")
         return real(table_client, **kwargs)
 
-    monkeypatch.setattr(backup.incremental, "iter_pages", pages)
+    monkeypatch.setattr(tablebackup.backup.incremental, "iter_pages", pages)
     with pytest.raises(BackupError, match="was deleted while it ran"):
         backup_table(storage, table, incremental=True)
     assert catalog.backup_ids(storage.backups, table) == []
@@ -279,7 +279,7 @@ def test_the_timer_takes_a_weekly_full_and_incrementals_between(env, monkeypatch
     monkeypatch.setenv("FULL_BACKUP_DAY", "Sunday")
     monkeypatch.setenv("BACKUP_TABLES", table)
     get_settings.cache_clear()
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     storage = Storage.from_settings()
     seed_table(storage.tables, table, 5)
@@ -298,9 +298,9 @@ def test_the_timer_takes_a_weekly_full_and_incrementals_between(env, monkeypatch
 def _deleting_before_the_key_scan(monkeypatch, client, key: tuple[str, str]) -> list[str]:
     """Make the next incremental's key scan start only after `key` is deleted from the live table:
     the real interleaving of an application deleting an entity while the incremental runs."""
-    import backup.incremental
+    import tablebackup.backup.incremental
 
-    real, scans = backup.incremental.iter_pages, []
+    real, scans = tablebackup.backup.incremental.iter_pages, []
 
     def pages(table_client, **kwargs):
         scans.append("keys" if kwargs.get("select") else "changes")
@@ -308,7 +308,7 @@ def _deleting_before_the_key_scan(monkeypatch, client, key: tuple[str, str]) -> 
             client.delete_entity(*key)
         return real(table_client, **kwargs)
 
-    monkeypatch.setattr(backup.incremental, "iter_pages", pages)
+    monkeypatch.setattr(tablebackup.backup.incremental, "iter_pages", pages)
     return scans
 
 

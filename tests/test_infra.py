@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tablebackup.settings import Settings
+from tablebackup.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Only ever given locally: in Azure the identity-based endpoints replace them.

@@ -1,4 +1,4 @@
-"""`pip install .` gives the `tablebackup` command, which works from any folder like `python -m cli`.
+"""`pip install .` gives the `tablebackup` command, which works from any folder like `python -m tablebackup`.
 
 The package is installed without its dependencies into a fresh venv that sees this interpreter's
 site-packages through a .pth file, so the test installs only the project itself (its build backend
@@ -20,7 +20,7 @@ import pytest
 from localdev.sample import seed_table
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("cli", "tablebackup", "backup", "restore", "verify", "audit", "transfer")
+PACKAGES = ("tablebackup",)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_installed_command_backs_up_and_lists_from_another_folder(installed, tmp
     assert [b["backup"] for b in orjson.loads(listed.stdout)["backups"]] == [backup["backup"]]
     assert backup["entities"] == 30
     # The installed copy ran, not the checkout: nothing but the venv put the code on the path.
-    where = _run(installed / "python", "-c", "import cli; print(cli.__file__)", cwd=tmp_path)
+    where = _run(installed / "python", "-c", "import tablebackup; print(tablebackup.__file__)", cwd=tmp_path)
     assert where.stdout.strip().startswith(str(installed.parent)), where.stdout
 
 
@@ -94,10 +94,10 @@ def test_installed_command_fails_with_one_line_and_exit_2_on_bad_usage(installed
     assert "Traceback" not in result.stderr
 
 
-def test_python_dash_m_cli_still_works():
+def test_python_dash_m_tablebackup_is_the_same_command():
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tablebackup", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Usage: python -m cli ")
+    assert result.stdout.startswith("Usage: tablebackup ")

@@ -37,7 +37,7 @@ def test_backup_now_thread_logs_carry_the_invocation_id(functions, storage, uniq
     table = unique_name("invocation")
     seed_table(storage.tables, table, 5)
     handler = _WorkerLogHandler()
-    logger = logging.getLogger("backup")
+    logger = logging.getLogger("tablebackup.backup")
     logger.addHandler(handler)
     previous = logger.level
     logger.setLevel(logging.INFO)
@@ -65,11 +65,11 @@ def test_the_backup_now_binding_takes_the_context(functions):
 
 _SENDER = r"""
 import logging, sys
-from tablebackup import telemetry
+from tablebackup.core import telemetry
 telemetry.configure()
 logging.getLogger().setLevel(logging.INFO)
 with telemetry.operation("backup", "orders", backup="orders-20261125T020000.000000Z"):
-    logging.getLogger("backup.archiver").info(
+    logging.getLogger("tablebackup.backup.archiver").info(
         "backup complete: table=orders", extra={"table": "orders", "backup": "orders-20261125T020000.000000Z"}
     )
 from opentelemetry._logs import get_logger_provider

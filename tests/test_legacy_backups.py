@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from backup.archiver import backup_table
-from backup.retention import prune
+from tablebackup.backup.archiver import backup_table
+from tablebackup.backup.retention import prune
+from tablebackup.transfer.importer import ImportRequest, import_entities
+from tablebackup.transfer.sources import FileSource
+from tablebackup.transfer.typerules import AmbiguousTypes
 from tests.legacybackups import EARLY_SDK, legacy_backup, sample_entities, write_table
 from tests.test_cli import _one_line_error, run_cli
 from tests.wire import table_state
-from transfer.importer import ImportRequest, import_entities
-from transfer.sources import FileSource
-from transfer.typerules import AmbiguousTypes
 
 AT = datetime(2025, 1, 13, 2, 0, tzinfo=UTC)
 # What an old backup cannot tell: a whole number (Int32 or a whole Double), NaN/Infinity (a Double

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from tablebackup import odatafilter
-from tablebackup.errors import InvalidInput
-from tablebackup.odatafilter import ODataFilter, parse_filter
+from tablebackup.core.errors import InvalidInput
+from tablebackup.storage import odatafilter
+from tablebackup.storage.odatafilter import ODataFilter, parse_filter
 
 ENTITY = {
     "PartitionKey": "CANDIDATE",

@@ -15,23 +15,23 @@ import orjson
 import pytest
 from azure.functions.queue import QueueMessage
 
-from audit.client import AuditClient
-from audit.entries import entry_id, record_operation
-from audit.messages import instant_text
-from audit.queries import find_entries
-from audit.writer import handle_message
-from backup.archiver import backup_table
 from localdev.host import QueueOutput
 from localdev.sample import seed_table
-from restore.pointintime import restore_to_instant, tick_before, undelete
-from restore.restorer import RestoreRequest
-from tablebackup.clients import Storage, blob_service
-from tablebackup.entities import encode_line, writable
-from tablebackup.erasures import erase
-from tablebackup.errors import InvalidInput, NotFound
-from tablebackup.settings import get_settings
-from tablebackup.tablequery import iter_pages, odata_string
-from tablebackup.tablewriter import submit_operations
+from tablebackup.audit.client import AuditClient
+from tablebackup.audit.entries import entry_id, record_operation
+from tablebackup.audit.messages import instant_text
+from tablebackup.audit.queries import find_entries
+from tablebackup.audit.writer import handle_message
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.clients import Storage, blob_service
+from tablebackup.core.entities import encode_line, writable
+from tablebackup.core.errors import InvalidInput, NotFound
+from tablebackup.core.settings import get_settings
+from tablebackup.repository.erasures import erase
+from tablebackup.restore.pointintime import restore_to_instant, tick_before, undelete
+from tablebackup.restore.restorer import RestoreRequest
+from tablebackup.storage.tablequery import iter_pages, odata_string
+from tablebackup.storage.tablewriter import submit_operations
 from tests.test_cli import run_cli
 from tests.test_restore_functions import _status
 from tests.wire import table_state, typed
@@ -689,9 +689,9 @@ def test_cli_undelete_and_refusals(audit_storage, table_with_trail):
 def test_the_replay_state_is_kept_out_of_memory_and_streamed_in_the_service_key_order():
     """Final images live in a temporary SQLite file, keyed by UTF-16 code units: an astral key sorts
     before U+FFFD there (not in code point order), and a lone surrogate survives the round trip."""
-    from restore.auditchanges import Change
-    from restore.pointintime import MAX_LISTED_GAPS, Replay
-    from tablebackup.erasures import Erasures
+    from tablebackup.repository.erasures import Erasures
+    from tablebackup.restore.auditchanges import Change
+    from tablebackup.restore.pointintime import MAX_LISTED_GAPS, Replay
 
     row_keys = ["\ufffd", "\U0001f600", "a", "lone \udc00"]
     replay = Replay(None, Erasures())
@@ -726,7 +726,7 @@ def test_the_replay_state_is_kept_out_of_memory_and_streamed_in_the_service_key_
 
 
 def test_a_replay_with_more_gaps_than_listed_counts_them_all(audit_storage, history, unique_name):
-    from restore.pointintime import MAX_LISTED_GAPS
+    from tablebackup.restore.pointintime import MAX_LISTED_GAPS
 
     trail, _manifest, times, _states = history
     at = times[3]

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.data.tables import UpdateMode
 
-from backup.archiver import backup_table
 from localdev.sample import seed_table
-from restore.restorer import RestoreRequest, restore
-from tablebackup import catalog
-from tablebackup.errors import BackupError, InvalidInput, NotFound
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.errors import BackupError, InvalidInput, NotFound
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog
+from tablebackup.restore.restorer import RestoreRequest, restore
 from tests.faultproxy import tables_through_proxy
 from tests.wire import table_state
 
@@ -260,7 +260,7 @@ def test_an_interrupted_restore_converges_when_run_again(
         get_settings.cache_clear()
         # The table check and two batches get through; then storage fails for good.
         proxy.failures = [None, None, None, *[500] * 50]
-        from tablebackup.clients import Storage
+        from tablebackup.core.clients import Storage
 
         with pytest.raises(BackupError):
             restore(Storage.from_settings(), RestoreRequest(table=client.table_name, backup="latest", target=target))
@@ -269,7 +269,7 @@ def test_an_interrupted_restore_converges_when_run_again(
 
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string)
     get_settings.cache_clear()
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     restore(Storage.from_settings(), RestoreRequest(table=client.table_name, backup="latest", target=target))
     assert table_state(storage.tables.get_table_client(target)) == original
@@ -294,7 +294,7 @@ def test_large_entities_restore_in_size_bounded_batches(storage, unique_name):
 
 
 def test_every_restore_is_audited_with_who_what_and_counts(storage, backed_up):
-    from audit.queries import find_entries
+    from tablebackup.audit.queries import find_entries
 
     client, _, manifest = backed_up
     restore(storage, RestoreRequest(table=client.table_name, backup="latest", mode="missing", actor="alice"))

@@ -16,17 +16,17 @@ import orjson
 import pytest
 from azure.data.tables import UpdateMode
 
-from backup.archiver import backup_table, backup_tables
 from localdev.host import QueueOutput
 from localdev.sample import seed_table
-from restore.restorer import RestoreRequest, restore
-from tablebackup import catalog
-from tablebackup.backupformat import manifest_blob_name, new_backup_id
-from tablebackup.errors import DamagedBackup
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table, backup_tables
+from tablebackup.core.errors import DamagedBackup
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog
+from tablebackup.repository.backupformat import manifest_blob_name, new_backup_id
+from tablebackup.restore.restorer import RestoreRequest, restore
+from tablebackup.verify.checker import verify_backup
 from tests.test_cli import run_cli
 from tests.wire import table_state
-from verify.checker import verify_backup
 
 BAD_LINE = b'{"PartitionKey":"p","RowKey":"r","n@odata.type":"Edm.Int64","n":"12x"}\n'
 
@@ -271,7 +271,7 @@ def test_a_refused_newest_manifest_does_not_stop_the_backups(storage, backed_up,
 
 
 def test_undelete_passes_over_a_refused_backup_to_an_older_one_that_holds_the_entity(audit_storage, unique_name):
-    from restore.pointintime import undelete
+    from tablebackup.restore.pointintime import undelete
 
     storage = audit_storage
     table = unique_name("undel")

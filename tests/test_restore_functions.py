@@ -1,5 +1,5 @@
 """Restore over HTTP and from the CLI: the registered functions with real azure.functions objects,
-the queue path for large restores, and `python -m cli restore` as a separate process."""
+the queue path for large restores, and `python -m tablebackup restore` as a separate process."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import azure.functions as func
 import orjson
 import pytest
 
-from backup.archiver import backup_table
 from localdev.host import QueueOutput
 from localdev.sample import seed_table
-from tablebackup.clients import Storage
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.clients import Storage
+from tablebackup.core.settings import get_settings
 from tests.test_cli import run_cli
 from tests.wire import table_state
 

@@ -13,15 +13,21 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from backup.archiver import backup_table
-from backup.retention import delete_backup, plan, prune
 from localdev.azurite import connection_string, free_port
 from localdev.sample import seed_table
-from tablebackup import catalog
-from tablebackup.backupformat import DataBlobWriter, Manifest, manifest_blob_name, new_backup_id, write_manifest
-from tablebackup.clients import Storage
-from tablebackup.errors import InvalidInput, StorageUnavailable
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.backup.retention import delete_backup, plan, prune
+from tablebackup.core.clients import Storage
+from tablebackup.core.errors import InvalidInput, StorageUnavailable
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog
+from tablebackup.repository.backupformat import (
+    DataBlobWriter,
+    Manifest,
+    manifest_blob_name,
+    new_backup_id,
+    write_manifest,
+)
 from tests.test_cli import ROOT, _one_line_error
 
 
@@ -272,9 +278,9 @@ def test_unreachable_backup_storage_is_a_clear_error(env, monkeypatch, unique_na
 
 
 def run_prune(*args: str) -> subprocess.CompletedProcess:
-    """`python -m cli prune ...`, registering the command first if cli/app.py does not yet."""
+    """`python -m tablebackup prune ...`, registering the command first if tablebackup/cli/app.py does not yet."""
     code = (
-        "import sys\nfrom cli.app import app, main\nfrom cli.prunes import prune\n"
+        "import sys\nfrom tablebackup.cli.app import app, main\nfrom tablebackup.cli.prunes import prune\n"
         "if 'prune' not in app.commands:\n    app.add_command(prune)\nsys.exit(main(sys.argv[1:]))"
     )
     return subprocess.run(

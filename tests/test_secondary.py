@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from backup.archiver import backup_table
 from localdev.sample import seed_table
-from tablebackup.clients import secondary_endpoint
-from tablebackup.errors import SettingsError
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.clients import secondary_endpoint
+from tablebackup.core.errors import SettingsError
+from tablebackup.core.settings import get_settings
+from tablebackup.verify.checker import verify_backup
 from tests.faultproxy import tables_through_proxy
-from verify.checker import verify_backup
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_backup_and_verify_read_from_the_secondary(storage, env, monkeypatch, az
     with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("READ_FROM_SECONDARY", "true")
         get_settings.cache_clear()
-        from tablebackup.clients import Storage
+        from tablebackup.core.clients import Storage
 
         secondary = Storage.from_settings()
         manifest = backup_table(secondary, table)

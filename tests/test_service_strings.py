@@ -10,15 +10,15 @@ import azure.functions as func
 import orjson
 import pytest
 
-from backup.archiver import backup_table
-from restore.restorer import RestoreRequest, restore
-from tablebackup.errors import InvalidInput
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.errors import InvalidInput
+from tablebackup.restore.restorer import RestoreRequest, restore
+from tablebackup.transfer.exporter import ExportRequest, export_table
+from tablebackup.transfer.importer import ImportRequest, import_entities
+from tablebackup.transfer.sources import FileSource
+from tablebackup.verify.checker import verify_backup
 from tests.jssdk import write_entities
 from tests.wire import table_state, wire_entities
-from transfer.exporter import ExportRequest, export_table
-from transfer.importer import ImportRequest, import_entities
-from transfer.sources import FileSource
-from verify.checker import verify_backup
 
 LONE = {
     "high": "a\ud800b",

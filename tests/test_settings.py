@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tablebackup.errors import SettingsError
-from tablebackup.settings import get_settings, load_settings
+from tablebackup.core.errors import SettingsError
+from tablebackup.core.settings import get_settings, load_settings
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_every_setting_is_documented_in_the_readme_and_the_sample():
     import json
     from pathlib import Path
 
-    from tablebackup.settings import Settings
+    from tablebackup.core.settings import Settings
 
     root = Path(__file__).resolve().parent.parent
     readme = (root / "README.md").read_text()

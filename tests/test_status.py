@@ -1,4 +1,4 @@
-"""`python -m cli status` and GET /api/status against Azurite, for a table in each state: the real
+"""`python -m tablebackup status` and GET /api/status against Azurite, for a table in each state: the real
 CLI in its own process, and the registered function with real HttpRequest objects."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import azure.functions as func
 import orjson
 import pytest
 
-from status.report import account_status
-from tablebackup import catalog
-from tablebackup.clients import Storage
+from tablebackup.core.clients import Storage
+from tablebackup.repository import catalog
+from tablebackup.status.report import account_status
 from tests import statuscases
 from tests.test_cli import run_cli
 

@@ -9,16 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from audit.entries import write_event
-from audit.messages import AuditEvent, instant_text
-from backup.archiver import backup_table
-from backup.runs import run_queued_item, start_run
 from localdev.sample import seed_table
-from status.report import account_status
-from tablebackup import catalog, erasures
-from tablebackup.backupformat import manifest_blob_name, new_backup_id
-from tablebackup.clients import Storage
-from tablebackup.settings import get_settings
+from tablebackup.audit.entries import write_event
+from tablebackup.audit.messages import AuditEvent, instant_text
+from tablebackup.backup.archiver import backup_table
+from tablebackup.backup.runs import run_queued_item, start_run
+from tablebackup.core.clients import Storage
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog, erasures
+from tablebackup.repository.backupformat import manifest_blob_name, new_backup_id
+from tablebackup.status.report import account_status
 from tests import statuscases
 
 

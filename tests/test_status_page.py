@@ -168,7 +168,7 @@ def test_the_page_in_chromium_matches_the_api(storage, monkeypatch, unique_name,
 
 def test_a_page_that_loads_anything_from_outside_fails_the_console_check(tmp_path):
     """The check above can fail: the page's policy blocks an outside image, and Chromium says so."""
-    from status.page import CONTENT_SECURITY_POLICY
+    from tablebackup.status.page import CONTENT_SECURITY_POLICY
 
     bad = tmp_path / "bad.html"
     bad.write_text(

@@ -11,14 +11,14 @@ import orjson
 import pytest
 from azure.functions.queue import QueueMessage
 
-from backup.archiver import backup_table
 from localdev.host import QueueOutput
 from localdev.sample import seed_table
-from tablebackup import catalog
-from tablebackup.clients import Storage
-from tablebackup.erasures import erase
-from tablebackup.settings import get_settings
-from tablebackup.targets import app_tables
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.clients import Storage
+from tablebackup.core.settings import get_settings
+from tablebackup.repository import catalog
+from tablebackup.repository.erasures import erase
+from tablebackup.storage.targets import app_tables
 from tests.test_cli import run_cli
 from tests.wire import table_state
 

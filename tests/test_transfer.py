@@ -12,15 +12,15 @@ import json
 import orjson
 import pytest
 
-from backup.archiver import backup_table
-from tablebackup.errors import InvalidInput, NotFound
-from tablebackup.tablewriter import submit_operations, upsert_operations
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.errors import InvalidInput, NotFound
+from tablebackup.storage.tablewriter import submit_operations, upsert_operations
+from tablebackup.transfer.exporter import ExportRequest, export_table
+from tablebackup.transfer.importer import ImportRequest, import_entities
+from tablebackup.transfer.records import MalformedInput
+from tablebackup.transfer.sources import FileSource
 from tests.test_backup_fidelity import _entities
 from tests.wire import table_state
-from transfer.exporter import ExportRequest, export_table
-from transfer.importer import ImportRequest, import_entities
-from transfer.records import MalformedInput
-from transfer.sources import FileSource
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`python -m cli export` and `import` as users run them: separate processes, real Azurite, files,
+"""`python -m tablebackup export` and `import` as users run them: separate processes, real Azurite, files,
 stdout, exit codes 0/1/2 and one-line errors."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.wire import table_state
 
 def _cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "tablebackup", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

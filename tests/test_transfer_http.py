@@ -10,9 +10,9 @@ import azure.functions as func
 import orjson
 import pytest
 
-from backup.archiver import backup_table
-from tablebackup.clients import blob_service
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.clients import blob_service
+from tablebackup.core.settings import get_settings
 from tests.test_backup_fidelity import _entities
 from tests.wire import table_state
 

@@ -20,14 +20,14 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.functions.timer import TimerRequest
 
-from backup.archiver import backup_table
 from localdev.sample import seed_table
-from tablebackup.backupformat import DataBlobWriter, Manifest, manifest_blob_name, new_backup_id
-from tablebackup.settings import get_settings
+from tablebackup.backup.archiver import backup_table
+from tablebackup.core.settings import get_settings
+from tablebackup.repository.backupformat import DataBlobWriter, Manifest, manifest_blob_name, new_backup_id
+from tablebackup.verify.checker import verify_and_record, verify_backup
+from tablebackup.verify.drills import run_drill
 from tests.test_cli import run_cli
 from tests.wire import table_state
-from verify.checker import verify_and_record, verify_backup
-from verify.drills import run_drill
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,7 +144,7 @@ def test_debris_older_than_a_day_is_a_warning_that_names_it(storage, env, monkey
     table, manifest = backed_up
     monkeypatch.setenv("BACKUP_MAX_AGE_HOURS", "72")
     get_settings.cache_clear()
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     now = manifest.finished_at + timedelta(hours=30)
     newer = _unfinished_attempt(storage, table, manifest.finished_at + timedelta(hours=1))
@@ -186,7 +186,7 @@ def test_the_daily_timer_passes_while_a_backup_is_in_progress_and_warns_of_debri
     running = _unfinished_attempt(storage, table, datetime.now(UTC))
     debris = _unfinished_attempt(storage, table, manifest.started_at - timedelta(days=3))
 
-    with caplog.at_level(logging.WARNING, logger="verify.checker"):
+    with caplog.at_level(logging.WARNING, logger="tablebackup.verify.checker"):
         functions["verify_daily"].get_user_function()(TimerRequest(past_due=False))
 
     [row] = storage.tables.get_table_client(storage.settings.verifications_table).query_entities(
@@ -235,7 +235,7 @@ def test_missing_required_fields_are_caught(storage, env, monkeypatch, unique_na
     backup_table(storage, table)
     monkeypatch.setenv("REQUIRED_FIELDS", f"{table}:email,name")
     get_settings.cache_clear()
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     outcome = verify_backup(Storage.from_settings(), table)
 
@@ -246,12 +246,12 @@ def test_missing_required_fields_are_caught(storage, env, monkeypatch, unique_na
 
 def test_a_required_field_missing_everywhere_is_counted_with_a_few_examples(storage, backed_up, monkeypatch):
     """A typo in REQUIRED_FIELDS flags every entity: all are counted, only the first few are kept."""
-    from tablebackup import integrity
+    from tablebackup.repository import integrity
 
     table, manifest = backed_up
     monkeypatch.setenv("REQUIRED_FIELDS", f"{table}:emial")
     get_settings.cache_clear()
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     outcome = verify_backup(Storage.from_settings(), table)
 
@@ -326,7 +326,7 @@ def test_an_unreachable_webhook_never_hides_the_failure(storage, env, monkeypatc
 
     monkeypatch.setenv("NOTIFY_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/hook")
     get_settings.cache_clear()
-    from tablebackup.clients import Storage
+    from tablebackup.core.clients import Storage
 
     [outcome] = verify_and_record(Storage.from_settings(), unique_name("nobackup"))
 

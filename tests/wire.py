@@ -6,8 +6,8 @@ import math
 
 from azure.core.rest import HttpRequest
 
-from tablebackup import wirejson
-from tablebackup.entities import TYPE_SUFFIX, edm_type
+from tablebackup.core import wirejson
+from tablebackup.core.entities import TYPE_SUFFIX, edm_type
 
 WIRE_HEADERS = {"Accept": "application/json;odata=minimalmetadata", "DataServiceVersion": "3.0"}
 

@@ -5,14 +5,14 @@ from typing import Literal
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from tablebackup.clients import Storage
-from tablebackup.errors import InvalidInput
-from tablebackup.httpapi import QueryFlag, caller, error_response, json_response, parse_fields, query_fields
-from transfer import exporter
-from transfer.importer import ImportRequest, import_entities
-from transfer.records import MalformedInput
-from transfer.sources import BlobSource, PayloadTooLarge, body_source
-from transfer.typerules import AmbiguousTypes, parse_types
+from tablebackup.core.clients import Storage
+from tablebackup.core.errors import InvalidInput
+from tablebackup.http import QueryFlag, caller, error_response, json_response, parse_fields, query_fields
+from tablebackup.transfer import exporter
+from tablebackup.transfer.importer import ImportRequest, import_entities
+from tablebackup.transfer.records import MalformedInput
+from tablebackup.transfer.sources import BlobSource, PayloadTooLarge, body_source
+from tablebackup.transfer.typerules import AmbiguousTypes, parse_types
 
 bp = func.Blueprint()
 
@@ -63,7 +63,7 @@ class ImportQuery(BaseModel):
     mode: Literal["replace", "merge", "missing"] = "replace"
     dry_run: QueryFlag = Field(False, alias="dryRun")
     blob: str | None = Field(None, min_length=1, max_length=1024)
-    # As the CLI's --types and --infer-types (transfer.typerules).
+    # As the CLI's --types and --infer-types (tablebackup.transfer.typerules).
     types: str | None = Field(None, max_length=10_000)
     infer_types: bool = Field(False, alias="inferTypes")
     # The table may be one of the app's own tables; import never deletes.

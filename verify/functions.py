@@ -6,10 +6,10 @@ import logging
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from tablebackup.clients import Storage
-from tablebackup.httpapi import error_response, json_response, parse_fields, query_fields
-from verify.checker import verify_and_record
-from verify.drills import drill_history, scheduled_drills
+from tablebackup.core.clients import Storage
+from tablebackup.http import error_response, json_response, parse_fields, query_fields
+from tablebackup.verify.checker import verify_and_record
+from tablebackup.verify.drills import drill_history, scheduled_drills
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)

@@ -1,0 +1,7 @@
+"""`python -m tablebackup`: the same command line as the installed `tablebackup`."""
+
+import sys
+
+from tablebackup.cli.app import main
+
+sys.exit(main())

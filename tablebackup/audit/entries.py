@@ -1,0 +1,150 @@
+"""Audit entries: their schema in AUDIT_TABLE, writing them once, and reading them back.
+
+PartitionKey `AUDIT_{YYYY-MM-DD}` (the event's UTC day), RowKey `{YYYYMMDDTHHMMSS.fffffffZ}_{UUID}`
+(sorts by time). Properties: tableName, operation, entityKey (`PK:RK`), partitionKey, rowKey,
+userId, timestamp (Edm.DateTime), beforeData and afterData (JSON text, annotations kept), messageId,
+and what orders changes that share a timestamp: sequence (Edm.Int64, when the sender gave one) and
+insertedAt (Edm.DateTime, when the message was put on the queue).
+An image above the 64 KiB property limit is a blob instead, named by `beforeDataBlob` /
+`afterDataBlob` (and `beforeData` / `afterData` are then absent).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+from azure.data.tables import EdmType, EntityProperty
+
+from tablebackup.audit import payloads
+from tablebackup.audit.messages import APP_OPERATIONS, AuditEvent, canonical_instant, instant_text
+from tablebackup.audit.tables import insert_once
+from tablebackup.core.clients import Storage
+from tablebackup.core.errors import BackupError, InvalidInput
+from tablebackup.core.names import validate_table_name
+
+log = logging.getLogger(__name__)
+
+PARTITION_PREFIX = "AUDIT_"
+DATA_PROPERTIES = ("beforeData", "afterData")
+BLOB_SUFFIX = "Blob"
+# uuid5 namespace of entry ids derived from queue message ids: a redelivery gets the same RowKey.
+_MESSAGE_NAMESPACE = uuid.UUID("6f1c2a53-0b8e-4f4e-9a4c-2f5d7e3b9c11")
+
+
+def partition_for(instant: str) -> str:
+    """The partition of a canonical instant (`2026-11-25T02:00:00.1234567Z` -> `AUDIT_2026-11-25`)."""
+    return PARTITION_PREFIX + instant[:10]
+
+
+def row_stamp(instant: str) -> str:
+    """The RowKey prefix of a canonical instant: `20261125T020000.1234567Z`."""
+    return f"{instant[:10].replace('-', '')}T{instant[11:19].replace(':', '')}{instant[19:]}"
+
+
+def entry_id(message_id: str) -> uuid.UUID:
+    return uuid.uuid5(_MESSAGE_NAMESPACE, message_id)
+
+
+def _entity(event: AuditEvent, identifier: uuid.UUID, message_id: str, entity_key: str) -> dict:
+    return {
+        "PartitionKey": partition_for(event.timestamp),
+        "RowKey": f"{row_stamp(event.timestamp)}_{identifier}",
+        "tableName": event.table,
+        "operation": event.operation,
+        "entityKey": entity_key,
+        "partitionKey": event.partition_key,
+        "rowKey": event.row_key,
+        "userId": event.user_id,
+        "timestamp": EntityProperty(event.timestamp, EdmType.DATETIME),
+        "beforeData": event.before_data,
+        "afterData": event.after_data,
+        "messageId": message_id,
+    }
+
+
+def _insert(storage: Storage, entity: dict) -> bool:
+    # Blobs first: an entry never names a blob that was not written.
+    for name in DATA_PROPERTIES:
+        if not payloads.fits_in_property(entity[name]):
+            blob = f"{entity['PartitionKey']}/{entity['RowKey']}/{name}.json"
+            payloads.store(storage, blob, entity.pop(name).encode())
+            entity[name + BLOB_SUFFIX] = blob
+    return insert_once(storage.tables, storage.settings.audit_table, entity)
+
+
+def write_event(storage: Storage, event: AuditEvent, message_id: str, inserted_at: datetime | None = None) -> bool:
+    """Write the message's entry unless it exists already; returns whether it was written now."""
+    entity = _entity(event, entry_id(message_id), message_id, event.entity_key)
+    if event.sequence is not None:
+        entity["sequence"] = EntityProperty(event.sequence, EdmType.INT64)
+    if inserted_at is not None:
+        entity["insertedAt"] = EntityProperty(instant_text(inserted_at), EdmType.DATETIME)
+    return _insert(storage, entity)
+
+
+def record_operation(storage: Storage, operation: str, actor: str, table: str, details: dict) -> None:
+    """Record one of this app's own operations (RESTORE, IMPORT, ...) directly in the audit table.
+
+    details (what: backup, filter, target, mode, counts) become afterData. A storage failure is
+    logged as a warning and never raised: it must not hide the operation's own result."""
+    if operation not in APP_OPERATIONS:
+        raise InvalidInput(f"invalid audit operation {operation!r}: expected one of {', '.join(APP_OPERATIONS)}")
+    validate_table_name(table)
+    try:
+        event = AuditEvent(
+            table=table,
+            operation=operation,
+            partition_key="",
+            row_key="",
+            user_id=actor or "unknown",
+            timestamp=instant_text(datetime.now(UTC)),
+            before_data="null",
+            after_data=orjson.dumps(details, default=str, option=orjson.OPT_NON_STR_KEYS).decode(),
+        )
+        _insert(storage, _entity(event, uuid.uuid4(), message_id="", entity_key=""))
+    except Exception as error:
+        log.warning("audit entry for %s of %s was not written: %s", operation, table, error, exc_info=error)
+
+
+def _image(storage: Storage, wire: dict, name: str) -> dict | None:
+    blob = wire.get(name + BLOB_SUFFIX)
+    try:
+        return orjson.loads(payloads.load(storage, blob) if blob else wire.get(name) or "null")
+    except orjson.JSONDecodeError as error:
+        raise BackupError(f"its {name} is not valid JSON: {error}") from None
+
+
+def _images(storage: Storage, wire: dict) -> dict:
+    """Both images; one that can't be read (a missing payload blob, bad JSON, not an object) is None
+    and `unreadable` says why, by image name: one damaged entry must not hide the others."""
+    images: dict = {}
+    unreadable: dict[str, str] = {}
+    for name in DATA_PROPERTIES:
+        try:
+            image = _image(storage, wire, name)
+            if image is not None and not isinstance(image, dict):
+                raise BackupError("not a JSON object")
+            images[name] = image
+        except BackupError as error:
+            images[name], unreadable[name] = None, str(error).splitlines()[0]
+    return {**images, "unreadable": unreadable} if unreadable else images
+
+
+def entry_json(storage: Storage, wire: dict) -> dict:
+    """An entry as the service sent it (wire JSON), with its images parsed and blobs resolved."""
+    return {
+        "id": wire["RowKey"],
+        # The service may shorten a DateTime's fraction; the canonical form keeps text order = time order.
+        "timestamp": canonical_instant(wire["timestamp"]),
+        "operation": wire["operation"],
+        "tableName": wire["tableName"],
+        "entityKey": wire["entityKey"],
+        "partitionKey": wire["partitionKey"],
+        "rowKey": wire["rowKey"],
+        "userId": wire["userId"],
+        "messageId": wire.get("messageId", ""),
+        **_images(storage, wire),
+    }

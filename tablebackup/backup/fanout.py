@@ -1,0 +1,235 @@
+"""Fan-out: a backup run planned as work items that Functions instances (or CLI threads) run in
+parallel, one per table, or one per PartitionKey range for a large table.
+
+Ranges come from the key samples the table's previous full backup recorded (PartitionKeys at even
+intervals of its data), the way AzCopy 7.3's /PKRS split exports, but without guessing. A part is
+written to a blob of its own, named by attempt so a retry never overwrites anything; the manifest,
+written last by whoever finishes the last part, lists every part. Until then nothing is listed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import orjson
+from azure.core.exceptions import AzureError
+
+from tablebackup.core.clients import Storage
+from tablebackup.core.entities import encode_line
+from tablebackup.core.errors import BackupError, DamagedBackup, NotFound, StorageUnavailable
+from tablebackup.repository import catalog
+from tablebackup.repository.backupformat import (
+    BlobInfo,
+    DataBlobWriter,
+    KeySampler,
+    Manifest,
+    attempt_leaf,
+    new_backup_id,
+    parts_digest,
+    write_manifest,
+)
+from tablebackup.storage.tablequery import iter_pages, odata_string
+
+# A read stream only pays off with a page (1,000 entities) or more to read.
+STREAMS_MIN_ENTITIES = 2_000
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One unit of a backup run: a whole table, or one PartitionKey range of it."""
+
+    run: str
+    table: str
+    backup: str
+    started_at: str
+    part: int = 1
+    parts: int = 1
+    low: str | None = None  # PartitionKey ge low
+    high: str | None = None  # PartitionKey lt high
+    incremental: bool = False
+    # Cut points at which this one item reads its table in parallel streams (READ_STREAMS).
+    streams: list[str] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}~{self.part:04d}"
+
+    def message(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+    @classmethod
+    def from_message(cls, body: str | bytes) -> WorkItem:
+        return cls(**orjson.loads(body))
+
+
+def split_points(samples: list[str], parts: int) -> list[str]:
+    """Up to parts-1 increasing PartitionKeys that cut the samples into about equal runs. A single
+    huge partition can't be cut: it stays in one part. No samples (a manifest written before they
+    were recorded) means no cut: one part."""
+    points: list[str] = []
+    if not samples:
+        return points
+    for index in range(1, parts):
+        candidate = samples[min(len(samples) - 1, index * len(samples) // parts)]
+        if (not points or candidate > points[-1]) and candidate > samples[0]:
+            points.append(candidate)
+    return points
+
+
+def _previous_full(storage: Storage, table: str) -> Manifest | None:
+    for backup_id in catalog.backup_ids(storage.backups, table):
+        try:
+            manifest = catalog.read_manifest(storage.backups, backup_id)
+        except DamagedBackup:
+            continue  # a refused manifest's key samples are not to be trusted; an older one will do
+        if manifest.kind == "full":
+            return manifest
+    return None
+
+
+def plan_run(
+    storage: Storage, tables: list[str], *, incremental: bool = False, now: datetime | None = None
+) -> list[WorkItem]:
+    """The work items of one run: incrementals and small tables are one item; a full backup of a
+    table whose last full backup had FANOUT_THRESHOLD_ENTITIES or more is cut into ranges."""
+    settings = storage.settings
+    now = now or datetime.now(UTC)
+    run = uuid.uuid4().hex
+    items: list[WorkItem] = []
+    for table in tables:
+        started = now.isoformat()
+        backup_id = new_backup_id(table, now)
+        try:
+            previous = None if incremental else _previous_full(storage, table)
+        except (NotFound, BackupError):
+            previous = None
+        bounds: list[str] = []
+        streams = None
+        if previous and previous.entities >= settings.fanout_threshold_entities and previous.key_samples:
+            wanted = min(settings.max_parts, math.ceil(previous.entities / settings.part_target_entities))
+            bounds = split_points(previous.key_samples, wanted)
+        elif previous and previous.entities >= STREAMS_MIN_ENTITIES and settings.read_streams > 1:
+            streams = split_points(previous.key_samples, settings.read_streams) or None
+        edges = [None, *bounds, None]
+        for index in range(len(edges) - 1):
+            items.append(
+                WorkItem(
+                    run=run,
+                    table=table,
+                    backup=backup_id,
+                    started_at=started,
+                    part=index + 1,
+                    parts=len(edges) - 1,
+                    low=edges[index],
+                    high=edges[index + 1],
+                    incremental=incremental,
+                    streams=streams if len(edges) == 2 else None,
+                )
+            )
+    return items
+
+
+def stream_items(item: WorkItem) -> list[WorkItem]:
+    """The parts one item reads in parallel streams: one part per range between its cut points."""
+    edges = [None, *(item.streams or []), None]
+    return [
+        WorkItem(
+            **{**asdict(item), "part": index + 1, "parts": len(edges) - 1, "low": low, "high": high, "streams": None}
+        )
+        for index, (low, high) in enumerate(itertools.pairwise(edges))
+    ]
+
+
+def _range_filter(item: WorkItem) -> str | None:
+    clauses = []
+    if item.low is not None:
+        clauses.append(f"PartitionKey ge {odata_string(item.low)}")
+    if item.high is not None:
+        clauses.append(f"PartitionKey lt {odata_string(item.high)}")
+    return " and ".join(clauses) or None
+
+
+@dataclass(frozen=True)
+class PartResult:
+    info: BlobInfo
+    samples: list[str]
+
+
+def stream_to_blob(
+    storage: Storage,
+    table: str,
+    backup_id: str,
+    leaf: str,
+    query_filter: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> PartResult:
+    """Stream the table's pages (those the filter selects) into one gzip NDJSON blob of the backup,
+    sampling PartitionKeys on the way. Memory holds about two pages and one block."""
+    pages = iter_pages(storage.source_tables.get_table_client(table), query_filter=query_filter)
+    first = next(pages)  # proves the table exists before any blob is written
+    pages = itertools.chain([first], pages)
+    del first  # the loop below must be the only holder of a page
+    sampler = KeySampler()
+    try:
+        storage.ensure_backup_container()
+        writer = DataBlobWriter(storage.backups, backup_id, leaf)
+        for page in pages:
+            writer.write_lines([encode_line(entity) for entity in page])
+            sampler.add(page)
+            del page  # see iter_pages: two pages at most
+            if on_progress:
+                on_progress(writer.entities)
+        return PartResult(info=writer.finish_info(), samples=sampler.samples)
+    except AzureError as error:
+        raise StorageUnavailable(
+            f"writing {leaf} of backup {backup_id!r} to {storage.backups.url} failed: {str(error).splitlines()[0]}"
+        ) from error
+
+
+def back_up_part(
+    storage: Storage, item: WorkItem, attempt: int = 1, on_progress: Callable[[int], None] | None = None
+) -> PartResult:
+    """Stream one range of the table into a part blob of its own for this attempt."""
+    leaf = attempt_leaf(f"part-{item.part:04d}.ndjson.gz", attempt)
+    return stream_to_blob(storage, item.table, item.backup, leaf, _range_filter(item), on_progress)
+
+
+def merge_samples(parts: list[PartResult]) -> list[str]:
+    """The parts' key samples as one list at even intervals of the whole data: each part sampled
+    at its own interval, so each contributes in proportion to its entities."""
+    total = sum(part.info.lines for part in parts)
+    merged: list[str] = []
+    for part in parts:
+        if not part.samples or not total:
+            continue
+        count = max(1, round(KeySampler.MAX * part.info.lines / total))
+        merged += [part.samples[index * len(part.samples) // count] for index in range(count)]
+    return merged
+
+
+def assemble(storage: Storage, items: list[WorkItem], results: dict[int, PartResult]) -> Manifest:
+    """Write the manifest of a multi-part backup once every part is done: last, and only once."""
+    head = items[0]
+    parts = [results[item.part].info for item in sorted(items, key=lambda i: i.part)]
+    samples = merge_samples([results[item.part] for item in sorted(items, key=lambda i: i.part)])
+    manifest = Manifest(
+        backup=head.backup,
+        table=head.table,
+        source_account=storage.account,
+        read_from_secondary=storage.settings.read_from_secondary,
+        started_at=datetime.fromisoformat(head.started_at),
+        finished_at=datetime.now(UTC),
+        entities=sum(part.lines for part in parts),
+        bytes=sum(part.bytes for part in parts),
+        sha256=parts_digest(parts),
+        data_blob=parts[0].blob,
+        parts=parts,
+        key_samples=samples,
+    )
+    write_manifest(storage.backups, manifest)
+    return manifest

@@ -1,0 +1,71 @@
+"""`audit`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import click
+import orjson
+
+from tablebackup.cli.common import IsoInstant, json_option, open_storage
+
+# As tablebackup.audit.messages.OPERATIONS; repeated so --help works without importing the domain.
+OPERATIONS = ("INSERT", "UPDATE", "DELETE", "RESTORE", "IMPORT", "EXPORT", "PRUNE", "ERASE")
+
+
+def _audit_line(e: dict) -> str:
+    return f"{e['timestamp']}  {e['operation']:<7}  {e['tableName']}  {e['entityKey'] or '-'}  by {e['userId']}\n"
+
+
+def _entry_json(entry: dict) -> str:
+    return orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode()
+
+
+def _write_json(entries: Iterator[dict]) -> None:
+    """One JSON document {"entries": [...]}, written entry by entry: a range may hold millions."""
+    first = next(entries, None)  # a storage failure on the first page prints nothing on stdout
+    if first is None:
+        sys.stdout.write('{\n  "entries": []\n}\n')
+        return
+    sys.stdout.write('{\n  "entries": [\n' + _entry_json(first))
+    for entry in entries:
+        sys.stdout.write(",\n" + _entry_json(entry))
+    sys.stdout.write("\n  ]\n}\n")
+
+
+def _write_text(entries: Iterator[dict]) -> None:
+    written = 0
+    for entry in entries:
+        sys.stdout.write(_audit_line(entry))
+        written += 1
+    if not written:
+        sys.stdout.write("no audit entries\n")
+
+
+@click.command()
+@click.option("--table", "-t", help="Only changes to this audited table.")
+@click.option("--partition-key", "partition_key", help="Only changes to entities with this PartitionKey.")
+@click.option("--row-key", "row_key", help="Only changes to entities with this RowKey.")
+@click.option("--operation", type=click.Choice(OPERATIONS, case_sensitive=False), help="Only this operation.")
+@click.option("--user", help="Only changes made by this user.")
+@click.option("--since", type=IsoInstant(), help="From this instant (default: AUDIT_QUERY_DAYS days before --until).")
+@click.option("--until", type=IsoInstant(), help="Up to this instant (default: now).")
+@json_option
+def audit(table, partition_key, row_key, operation, user, since, until, as_json) -> None:
+    """List audit entries in time order: who changed what, when, with the before and after images."""
+    from tablebackup.audit.queries import iter_entries
+
+    if since and until and since > until:
+        raise click.UsageError("--since must not be after --until")
+    entries = iter_entries(
+        open_storage(),
+        table=table,
+        partition_key=partition_key,
+        row_key=row_key,
+        operation=operation.upper() if operation else None,
+        user=user,
+        since=since,
+        until=until,
+    )
+    (_write_json if as_json else _write_text)(entries)

@@ -1,0 +1,91 @@
+"""`backup` and `list-backups`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from tablebackup.cli.common import CommandFailed, human_size, json_option, open_storage
+from tablebackup.cli.output import emit, progress
+
+
+def _backup_text(data: dict) -> str:
+    lines = [
+        f"backed up {b['table']}: {b['backup']} ({b['kind']})  {b['entities']:,} entities, {human_size(b['bytes'])}, "
+        f"sha256 {b['sha256'][:12]}…"
+        for b in data["backups"]
+    ]
+    lines += [f"FAILED {f['table']}: {f['error']}" for f in data["failed"]]
+    return "\n".join(lines) or "nothing to back up"
+
+
+@click.command()
+@click.option("--table", "-t", "table", multiple=True, help="Table to back up; repeat for more.")
+@click.option("--all", "every_table", is_flag=True, help="Back up every table in the account.")
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Store only what changed (and the keys deleted) since the table's newest backup; full if it has none.",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Work items (tables, or ranges of a large table) run at once, as the timer's workers would.",
+)
+@json_option
+def backup(table: tuple[str, ...], every_table: bool, incremental: bool, parallel: int, as_json: bool) -> None:
+    """Back up tables now: the named ones, --all, or the configured BACKUP_TABLES."""
+    from tablebackup.backup.archiver import backup_tables, tables_to_back_up
+
+    if table and every_table:
+        raise click.UsageError("give --table or --all, not both")
+    storage = open_storage()
+    with progress() as report:
+        tables = tables_to_back_up(storage, list(table), every_table=every_table)
+        run = backup_tables(storage, tables, incremental=incremental, parallel=parallel, on_progress=report)
+    emit(run.as_json(), as_json, _backup_text)
+    if not run.ok:
+        raise CommandFailed(run.summary())
+
+
+def _list_text(data: dict) -> str:
+    if not data["backups"]:
+        return f"no complete backups of {data['table']}"
+    rows = [f"{'BACKUP':<40} {'TAKEN AT (UTC)':<28} {'KIND':<12} {'ENTITIES':>10} {'SIZE':>10}  PARENT"]
+    rows += [
+        f"{b['backup']:<40} REFUSED: {b['refused']}"
+        if "refused" in b
+        else f"{b['backup']:<40} {b['taken_at']:<28} {b['kind']:<12} "
+        f"{'?' if b['entities'] is None else format(b['entities'], ','):>10} {human_size(b['bytes']):>10}"
+        f"  {b['parent'] or ''}"
+        for b in data["backups"]
+    ]
+    return "\n".join(rows)
+
+
+def _taken_at(summary: dict) -> datetime:
+    """When a listed backup was taken: its summary's time, or a refused one's id stamp."""
+    if "taken_at" in summary:
+        return datetime.fromisoformat(summary["taken_at"])
+    from tablebackup.core.names import BACKUP_ID_RE
+
+    return datetime.strptime(BACKUP_ID_RE.match(summary["backup"])["stamp"], "%Y%m%dT%H%M%S.%f%z")
+
+
+@click.command("list-backups")
+@click.option("--table", "-t", help="Table (default: TABLE_NAME).")
+@json_option
+def list_backups(table: str | None, as_json: bool) -> None:
+    """List a table's complete backups, newest first, the seed's old ones (kind legacy) included."""
+    from tablebackup.repository import catalog
+    from tablebackup.repository.legacybackups import legacy_backups
+
+    storage = open_storage()
+    table = table or storage.settings.table_name
+    summaries = catalog.backup_summaries(storage.backups, table)
+    summaries += [old.summary() for old in legacy_backups(storage.backups, table)]
+    summaries.sort(key=_taken_at, reverse=True)
+    emit({"table": table, "backups": summaries}, as_json, _list_text)

@@ -1,0 +1,110 @@
+"""What every CLI command shares: the --json option, opening storage, and argument types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from tablebackup.core.instants import parse_instant
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document on stdout.")
+
+
+def _not_blank(ctx, param, value):
+    """An empty or blank table name (an unset shell variable) is a usage error, never a default."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty: give a table name, or leave the option out", ctx, param)
+    return value
+
+
+def target_option(help_text: str):
+    return click.option("--target", callback=_not_blank, help=help_text)
+
+
+def table_option(help_text: str):
+    return click.option("--table", "-t", required=True, callback=_not_blank, help=help_text)
+
+
+allow_app_table_option = click.option(
+    "--allow-app-table",
+    is_flag=True,
+    help="Allow one of the app's own tables (AUDIT_TABLE, ERASURES_TABLE, ...) as the target, e.g. to "
+    "restore it from its own backup; only in a mode that deletes nothing (never mirror).",
+)
+
+
+def typing_options(command):
+    """--types and --infer-types: how to type what an input does not (tablebackup.transfer.typerules)."""
+    command = click.option(
+        "--infer-types",
+        is_flag=True,
+        help="Type what the input leaves untyped as it looks (DateTime-looking strings as Edm.DateTime, "
+        "Guid-looking ones as Edm.Guid, whole numbers of a JS backup as Edm.Int32); reports each property typed.",
+    )(command)
+    return click.option(
+        "--types",
+        "types_text",
+        metavar="NAME=Edm.TYPE,...",
+        help="The EDM type of properties the input leaves untyped, e.g. when=Edm.DateTime,score=Edm.Double.",
+    )(command)
+
+
+def parse_types_option(text: str | None) -> dict[str, str]:
+    from tablebackup.core.errors import InvalidInput
+    from tablebackup.transfer.typerules import parse_types
+
+    try:
+        return parse_types(text)
+    except InvalidInput as error:
+        raise click.BadParameter(str(error), param_hint="--types") from None
+
+
+def typed_lines(data: dict) -> list[str]:
+    """What --infer-types typed, one line per property, and any warning about the input."""
+    lines = [
+        f"typed {name} as " + ", ".join(f"{edm} ({count:,} entities)" for edm, count in counts.items())
+        for name, counts in data.get("typed", {}).items()
+    ]
+    return lines + [f"warning: {warning}" for warning in data.get("warnings", [])]
+
+
+class CommandFailed(Exception):
+    """The command ran but its outcome is a failure (exit 1); its output was already printed."""
+
+
+def open_storage():
+    """Storage from the settings, read on first use so --help works without any."""
+    from tablebackup.core.clients import Storage
+
+    return Storage.from_settings()
+
+
+def current_user() -> str:
+    """Who runs the CLI, for the audit trail."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+class IsoInstant(click.ParamType):
+    name = "ISO-8601"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_instant(value)  # keeps a 7th fractional digit
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 instant such as 2026-11-25T02:00:00Z", param, ctx)

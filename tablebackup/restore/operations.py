@@ -1,0 +1,153 @@
+"""Restores requested over HTTP: small ones run at once; large ones are queued, run by a queue
+worker, and their progress and outcome are kept in a table so status survives restarts."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import orjson
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+
+from tablebackup.audit.messages import instant_text
+from tablebackup.core.clients import Storage
+from tablebackup.core.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
+from tablebackup.core.instants import parse_instant
+from tablebackup.repository.chain import state_size
+from tablebackup.restore.pointintime import check_point_in_time, restore_to_instant
+from tablebackup.restore.restorer import RestoreRequest, check_request, restore
+
+log = logging.getLogger(__name__)
+
+QUEUE = "restore-jobs"
+# host.json extensions.queues.maxDequeueCount: the last delivery records the failure for good.
+MAX_DELIVERIES = 5
+_PARTITION = "restore"
+_OPERATION_RE = re.compile(r"^[0-9a-f]{32}\Z")
+_PROGRESS_EVERY_SECONDS = 5.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _create_table(storage: Storage) -> None:
+    try:
+        storage.tables.create_table(storage.settings.restore_operations_table)
+    except ResourceExistsError:
+        pass
+    except AzureError as error:
+        raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
+
+
+def request_json(request: RestoreRequest, *, replay_audit: bool = False) -> dict:
+    data = asdict(request)
+    data["as_of"] = instant_text(request.as_of) if request.as_of else None  # all 7 digits
+    if replay_audit:
+        data["replay_audit"] = True  # a point-in-time restore: the backup, then the audit trail replayed
+    return data
+
+
+def request_from_json(data: dict) -> RestoreRequest:
+    as_of = parse_instant(data["as_of"]) if data.get("as_of") else None
+    fields = {name: value for name, value in data.items() if name != "replay_audit"}
+    return RestoreRequest(**{**fields, "as_of": as_of})
+
+
+def _run(storage: Storage, request: RestoreRequest, replay_audit: bool, on_progress=None) -> dict:
+    if replay_audit:
+        return restore_to_instant(storage, request, on_progress=on_progress).as_json()
+    return restore(storage, request, on_progress=on_progress).as_json()
+
+
+def start(storage: Storage, request: RestoreRequest, *, replay_audit: bool = False) -> tuple[dict, str | None]:
+    """Run the restore now if it is small, else record it as queued. With replay_audit, a
+    point-in-time restore (tablebackup.restore.pointintime). Its size is the table's state at the backup (for an
+    incremental, its key set, not just what changed since its parent).
+
+    Returns (answer, queue message): the message is None when the restore already ran."""
+    # Every refusal happens here, before anything is written.
+    checked = check_point_in_time(storage, request) if replay_audit else check_request(storage, request)
+    entities = state_size(checked.manifest)
+    if entities <= storage.settings.restore_http_max_entities:
+        return _run(storage, request, replay_audit), None
+    operation = uuid.uuid4().hex
+    _create_table(storage)
+    data = request_json(request, replay_audit=replay_audit)
+    _save(storage, operation, status="queued", request=orjson.dumps(data).decode())
+    log.info("restore queued: operation=%s table=%s backup=%s", operation, request.table, checked.manifest.backup)
+    answer = {
+        "operation": operation,
+        "status": "queued",
+        "backup": checked.manifest.backup,
+        "entities": entities,
+        "statusUrl": f"/api/restore/{operation}",
+    }
+    return answer, orjson.dumps({"operation": operation, "request": data}).decode()
+
+
+def _save(storage: Storage, operation: str, **fields) -> None:
+    entity = {"PartitionKey": _PARTITION, "RowKey": operation, "updated_at": _now(), **fields}
+    try:
+        storage.tables.get_table_client(storage.settings.restore_operations_table).upsert_entity(entity)
+    except AzureError as error:
+        raise StorageUnavailable(f"recording restore {operation} failed: {str(error).splitlines()[0]}") from error
+
+
+def run_queued(storage: Storage, message: str | bytes, delivery: int) -> None:
+    """The queue worker's job. Transient storage failures raise so the queue delivers again (a
+    restore converges when rerun); anything else is recorded as failed and not retried."""
+    try:
+        data = orjson.loads(message)
+        operation = data["operation"]
+        request = request_from_json(data["request"])
+        replay_audit = data["request"].get("replay_audit") is True
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        log.error("restore message refused: %s", error)
+        return  # malformed: retrying can never help
+    _save(storage, operation, status="running", delivery=delivery)
+    last = [time.monotonic()]
+
+    def report(count: int) -> None:
+        if time.monotonic() - last[0] >= _PROGRESS_EVERY_SECONDS:
+            last[0] = time.monotonic()
+            _save(storage, operation, status="running", progress=count)
+
+    try:
+        result = _run(storage, request, replay_audit, on_progress=report)
+    except StorageUnavailable as error:
+        final = delivery >= MAX_DELIVERIES
+        _save(storage, operation, status="failed" if final else "retrying", error=str(error))
+        if not final:
+            raise
+        return
+    except BackupError as error:
+        _save(storage, operation, status="failed", error=str(error))
+        return
+    _save(storage, operation, status="succeeded", result=orjson.dumps(result).decode())
+
+
+def status(storage: Storage, operation: str) -> dict:
+    if not _OPERATION_RE.match(operation or ""):
+        raise InvalidInput(f"invalid operation id {operation!r}: expected 32 hex digits")
+    try:
+        entity = storage.tables.get_table_client(storage.settings.restore_operations_table).get_entity(
+            _PARTITION, operation
+        )
+    except ResourceNotFoundError:
+        raise NotFound(f"restore operation {operation!r} not found") from None
+    except AzureError as error:
+        raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
+    return {
+        "operation": operation,
+        "status": entity["status"],
+        "request": orjson.loads(entity["request"]) if entity.get("request") else None,
+        "progress": entity.get("progress"),
+        "result": orjson.loads(entity["result"]) if entity.get("result") else None,
+        "error": entity.get("error"),
+        "updated_at": entity.get("updated_at"),
+    }

@@ -1,0 +1,118 @@
+"""Query a table as the service's own JSON pages, untouched by the SDK's entity model.
+
+The SDK's TableEntity drops DateTime's 7th fractional digit and turns whole Doubles into ints;
+the wire JSON (odata=minimalmetadata) carries every value and its @odata.type exactly. So we send
+the query through the SDK's pipeline (auth, retries, API version) and keep the raw JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+import orjson
+from azure.core.exceptions import AzureError
+from azure.core.rest import HttpRequest
+from azure.data.tables import TableClient
+
+from tablebackup.core import wirejson
+from tablebackup.core.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
+from tablebackup.core.retrysettings import RetrySettings
+
+_HEADERS = {
+    "Accept": "application/json;odata=minimalmetadata",
+    "DataServiceVersion": "3.0",
+    "MaxDataServiceVersion": "3.0;NetFx",
+}
+
+Page = list[dict]
+_Continuation = tuple[str, str | None] | None
+
+
+def odata_string(value: str) -> str:
+    """A string literal for a $filter, quotes doubled as OData requires."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _query_string(params: dict) -> str:
+    """The query string with every value percent-encoded: HttpRequest's params leave them as they
+    are, so a '+' in a filter (datetime'...+02:00') would arrive as a space and '&', '#' or '%' in a
+    string literal would cut the filter short. The names ($filter, NextRowKey, ...) are plain."""
+    return "&".join(f"{name}={quote(str(value), safe='')}" for name, value in params.items())
+
+
+def _error_message(response) -> str:
+    try:
+        return orjson.loads(response.content)["odata.error"]["message"]["value"].splitlines()[0]
+    except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+        return response.reason or f"HTTP {response.status_code}"
+
+
+def _unreachable(client: TableClient, error: AzureError) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"table storage at {client.url.split('?')[0]} is unreachable: {str(error).splitlines()[0]}"
+    )
+
+
+def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tuple[Page, _Continuation]:
+    query = dict(params)
+    if continuation:
+        query["NextPartitionKey"] = continuation[0]
+        if continuation[1] is not None:
+            query["NextRowKey"] = continuation[1]
+    retry = RetrySettings.of(client)
+    for attempt in range(retry.retries + 1):
+        if attempt:
+            retry.wait(attempt)
+        request = HttpRequest("GET", f"/{client.table_name}()?{_query_string(query)}", headers=_HEADERS)
+        try:
+            # The generated client's send_request runs the SDK pipeline: auth, retry with backoff.
+            # stream=True keeps the pipeline from parsing the JSON a second time with the stdlib.
+            response = client._client.send_request(request, stream=True)
+        except AzureError as error:
+            raise _unreachable(client, error) from error
+        try:
+            content = response.read()
+            break
+        except AzureError as error:
+            # A body cut off mid-read (IncompleteRead, a broken chunked encoding, a read timeout)
+            # comes after the pipeline's retries: the page is asked for again here.
+            if attempt == retry.retries:
+                raise _unreachable(client, error) from error
+    if response.status_code == 404:
+        raise NotFound(f"table {client.table_name!r} does not exist in account {client.account_name!r}")
+    if response.status_code == 400 and "$filter" in params:
+        # The service refused the filter (a syntax or limit this project's parser let through):
+        # the caller's input, not a storage failure.
+        raise InvalidInput(f"the Table service refused the filter: {_error_message(response)}")
+    if response.status_code != 200:
+        raise BackupError(
+            f"querying table {client.table_name!r} failed with HTTP {response.status_code}: {_error_message(response)}"
+        )
+    next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
+    next_rk = response.headers.get("x-ms-continuation-NextRowKey")
+    return wirejson.loads(content)["value"], ((next_pk, next_rk) if next_pk is not None else None)
+
+
+def iter_pages(
+    client: TableClient,
+    *,
+    query_filter: str | None = None,
+    select: list[str] | None = None,
+    page_size: int = 1000,
+) -> Iterator[Page]:
+    """Yield the table's entities as raw wire-JSON pages, fetching the next page while the caller
+    works on the current one. Memory holds at most two pages."""
+    params: dict = {"$top": str(page_size)}
+    if query_filter:
+        params["$filter"] = query_filter
+    if select:
+        params["$select"] = ",".join(select)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-page") as pool:
+        pending = pool.submit(_fetch, client, params, None)
+        while pending is not None:
+            page, continuation = pending.result()
+            pending = pool.submit(_fetch, client, params, continuation) if continuation else None
+            yield page
+            del page  # let the caller's page go before the next one arrives: two pages at most

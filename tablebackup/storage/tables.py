@@ -1,0 +1,46 @@
+"""Whether a table exists, and creating one, even right after it was deleted."""
+
+from __future__ import annotations
+
+import time
+
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+
+from tablebackup.core.clients import Storage
+from tablebackup.core.errors import BackupError, StorageUnavailable
+from tablebackup.core.retrysettings import RetrySettings
+from tablebackup.storage.tablequery import odata_string
+
+# A table deleted moments ago can't be recreated until the service finishes deleting it.
+TABLE_RECREATE_SECONDS = 180
+
+
+def table_exists(storage: Storage, table: str) -> bool:
+    try:
+        return any(True for _ in storage.tables.query_tables(f"TableName eq {odata_string(table)}"))
+    except AzureError as error:
+        raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
+
+
+def create_table(storage: Storage, table: str) -> None:
+    """Create the table. A create whose answer was lost (the SDK does not retry a POST after a
+    dropped connection or a read timeout) is sent again: "already exists" then means it landed."""
+    deadline = time.monotonic() + TABLE_RECREATE_SECONDS
+    retry = RetrySettings.of(storage.tables)
+    lost = 0
+    while True:
+        try:
+            storage.tables.create_table(table)
+            return
+        except ResourceExistsError:
+            return
+        except HttpResponseError as error:
+            being_deleted = error.status_code == 409 and "TableBeingDeleted" in str(error)
+            if not being_deleted or time.monotonic() > deadline:
+                raise BackupError(f"creating table {table!r} failed: {str(error).splitlines()[0]}") from None
+            time.sleep(5)
+        except AzureError as error:
+            lost += 1
+            if lost > retry.retries:
+                raise StorageUnavailable(f"creating table {table!r} failed: {str(error).splitlines()[0]}") from error
+            retry.wait(lost)

@@ -37,7 +37,7 @@ param existingDataStorageAccountName string = ''
 @description('Resource group of the existing data account; empty for this resource group.')
 param existingDataStorageAccountResourceGroup string = ''
 
-@description('SKU of a new data account: LRS is enough for dev; prod wants zone and geo redundancy.')
+@description('SKU of a new data account: LRS is enough for dev; prod wants zone and geo redundancy with a readable secondary (RA-GZRS), which the runbook reads during a regional outage (READ_FROM_SECONDARY).')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -46,7 +46,7 @@ param existingDataStorageAccountResourceGroup string = ''
   'Standard_GZRS'
   'Standard_RAGZRS'
 ])
-param dataStorageSku string = environmentType == 'prod' ? 'Standard_GZRS' : 'Standard_LRS'
+param dataStorageSku string = environmentType == 'prod' ? 'Standard_RAGZRS' : 'Standard_LRS'
 
 @description('Give the app write access to the tables (Storage Table Data Contributor) so it can restore; false grants Storage Table Data Reader (backup only).')
 param allowRestoreToDataAccount bool = true
@@ -859,6 +859,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         // Regional outage: set to true to read the tables from the secondary (see docs/runbook.md).
         {
           name: 'READ_FROM_SECONDARY'
+          value: 'false'
+        }
+        // Regional outage of the backup account: set to true to read the backups from its secondary.
+        {
+          name: 'BACKUP_READ_FROM_SECONDARY'
           value: 'false'
         }
         {

@@ -7,11 +7,14 @@ param environmentName = 'tblbackup-prod'
 param environmentType = 'prod'
 
 // In production the tables usually already exist: name the account (and its resource group).
-// Left empty, a new GZRS data account is created.
+// Left empty, a new RA-GZRS data account is created. An existing account needs RA-GRS or RA-GZRS
+// for the runbook's regional-outage steps (READ_FROM_SECONDARY reads its secondary).
 param existingDataStorageAccountName = readEnvironmentVariable('EXISTING_DATA_STORAGE_ACCOUNT_NAME', '')
 param existingDataStorageAccountResourceGroup = readEnvironmentVariable('EXISTING_DATA_STORAGE_RESOURCE_GROUP', '')
-param dataStorageSku = 'Standard_GZRS'
-// Read access to the secondary region: backups can be restored during a regional outage.
+// Read access to the secondary region: backups keep running from it during a regional outage.
+param dataStorageSku = 'Standard_RAGZRS'
+// Read access to the secondary region: backups can be listed, verified and restored during a regional
+// outage (BACKUP_READ_FROM_SECONDARY).
 param backupStorageSku = 'Standard_RAGZRS'
 param hostStorageSku = 'Standard_ZRS'
 

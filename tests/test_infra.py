@@ -37,3 +37,14 @@ def test_bicep_sets_every_setting_the_code_reads(functions):
 
     assert code - bicep == set(), "settings the code reads that the Bicep does not set"
     assert {name for name in bicep - code if not _PLATFORM.match(name)} == set(), "settings nobody reads"
+
+
+def test_production_accounts_have_the_readable_secondary_the_runbook_reads():
+    """The regional-outage runbook reads both accounts' secondaries (READ_FROM_SECONDARY,
+    BACKUP_READ_FROM_SECONDARY): only the RA- SKUs have one."""
+    prod = (ROOT / "infra" / "main.prod.bicepparam").read_text()
+    bicep = (ROOT / "infra" / "main.bicep").read_text()
+    for parameter in ("dataStorageSku", "backupStorageSku"):
+        given = re.search(rf"^param {parameter} = '(\w+)'", prod, re.M)[1]
+        default = re.search(rf"^param {parameter} string = environmentType == 'prod' \? '(\w+)'", bicep, re.M)[1]
+        assert given.startswith("Standard_RA") and default == given, parameter

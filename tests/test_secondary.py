@@ -48,3 +48,33 @@ def test_backup_and_verify_read_from_the_secondary(storage, env, monkeypatch, az
     assert outcome.ok
     table_reads = [path for method, path, _ in proxy.seen if method == "GET" and f"/{table}()" in path]
     assert table_reads and all(path.startswith("/devstoreaccount1-secondary/") for path in table_reads)
+
+
+def test_backups_are_listed_verified_and_restored_from_the_backup_accounts_secondary(
+    storage, env, monkeypatch, azurite_connection_string, unique_name
+):
+    from tablebackup.core.clients import Storage
+    from tablebackup.repository import catalog
+    from tablebackup.restore.restorer import RestoreRequest, restore
+    from tests.faultproxy import blobs_through_proxy
+    from tests.wire import table_state
+
+    table, target = unique_name("geob"), unique_name("geobcopy")
+    seed_table(storage.tables, table, 80)
+    taken = backup_table(storage, table)
+    with blobs_through_proxy(monkeypatch, azurite_connection_string) as proxy:
+        monkeypatch.setenv("BACKUP_READ_FROM_SECONDARY", "true")
+        get_settings.cache_clear()
+        secondary = Storage.from_settings()
+        listed = [m.backup for m in catalog.list_backups(secondary.backups, table)]
+        outcome = verify_backup(secondary, table)
+        restore(secondary, RestoreRequest(table=table, backup=taken.backup, target=target))
+        with pytest.raises(SettingsError, match="BACKUP_READ_FROM_SECONDARY=true: the backup account's secondary"):
+            backup_table(secondary, table)
+
+    assert listed == [taken.backup]
+    assert outcome.ok
+    copy, source = (storage.tables.get_table_client(name) for name in (target, table))
+    assert table_state(copy) == table_state(source)
+    blob_requests = [path for _, path, _ in proxy.seen]
+    assert blob_requests and all(path.startswith("/devstoreaccount1-secondary/") for path in blob_requests)

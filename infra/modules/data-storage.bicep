@@ -9,7 +9,7 @@ param name string
 param location string
 param tags object = {}
 
-@description('LRS for dev; GZRS or RA-GZRS for prod, so the tables survive a zone and a region loss.')
+@description('LRS for dev; RA-GZRS for prod, so the tables survive a zone and a region loss and stay readable from the secondary.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -26,7 +26,7 @@ param tableNames array = []
 resource dataStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // #checkov:skip=CKV_AZURE_35:Flex Consumption without VNet integration reaches storage over public endpoints; access is Entra ID only (shared keys disabled). Add VNet integration and private endpoints to deny public network access.
   // #checkov:skip=CKV_AZURE_59:Same as CKV_AZURE_35: the app has no VNet, so the public endpoint stays on; shared-key and anonymous access are off.
-  // #checkov:skip=CKV_AZURE_206:The SKU is a parameter: GZRS in prod (main.prod.bicepparam), LRS only in dev by design.
+  // #checkov:skip=CKV_AZURE_206:The SKU is a parameter: RA-GZRS in prod (main.prod.bicepparam), LRS only in dev by design.
   // #checkov:skip=CKV_AZURE_43:The name is a parameter (main.bicep passes 'stdata' + uniqueString(), 19 lowercase alphanumerics, and @minLength/@maxLength bound it); checkov cannot evaluate it.
   name: name
   location: location

@@ -72,9 +72,8 @@ def table_service(settings: Settings) -> TableServiceClient:
 BLOB_READ_BYTES = 1024 * 1024
 
 
-def blob_service(settings: Settings) -> BlobServiceClient:
-    """The Blob service that holds the backups; every download is read in bounded ranges."""
-    options = {
+def _blob_options(settings: Settings) -> dict:
+    return {
         **_transport_options(settings),
         "max_single_get_size": BLOB_READ_BYTES,
         "max_chunk_get_size": BLOB_READ_BYTES,
@@ -84,6 +83,11 @@ def blob_service(settings: Settings) -> BlobServiceClient:
             retry_total=settings.storage_retries,
         ),
     }
+
+
+def blob_service(settings: Settings) -> BlobServiceClient:
+    """The Blob service that holds the backups; every download is read in bounded ranges."""
+    options = _blob_options(settings)
     if settings.backup_connection_string:
         return _from_connection_string(
             BlobServiceClient, "BACKUP_BLOB_CONNECTION_STRING", settings.backup_connection_string, **options
@@ -95,7 +99,7 @@ def blob_service(settings: Settings) -> BlobServiceClient:
     )
 
 
-def secondary_endpoint(url: str, account: str) -> str:
+def secondary_endpoint(url: str, account: str, setting: str = "READ_FROM_SECONDARY") -> str:
     """The read-only secondary endpoint of an RA-GRS/RA-GZRS account: `<account>-secondary.` in the
     host name, or `/<account>-secondary` for path-style endpoints (Azurite, IP addresses)."""
     parsed = urlparse(url)
@@ -106,7 +110,7 @@ def secondary_endpoint(url: str, account: str) -> str:
     path = parsed.path.rstrip("/")
     if path.endswith(f"/{account}"):
         return urlunparse(parsed._replace(path=f"{path}-secondary"))
-    raise SettingsError(f"READ_FROM_SECONDARY: cannot tell the secondary endpoint of {url}")
+    raise SettingsError(f"{setting}: cannot tell the secondary endpoint of {url}")
 
 
 @dataclass(frozen=True)
@@ -130,13 +134,31 @@ class Storage:
         return self.tables.account_name
 
     def ensure_backup_container(self) -> None:
+        """Before any backup is written: the container exists and can be written to."""
+        self.refuse_backup_writes("take a backup")
         with contextlib.suppress(ResourceExistsError):
             self.backups.create_container()
+
+    def refuse_backup_writes(self, what: str) -> None:
+        """The secondary of the backup account is read-only: say so before trying, not after a 403."""
+        if self.settings.backup_read_from_secondary:
+            raise SettingsError(
+                f"cannot {what} while BACKUP_READ_FROM_SECONDARY=true: the backup account's secondary is "
+                "read-only; unset it once the backup account's region is back (or after its failover)"
+            )
 
 
 @functools.cache
 def _storage(settings: Settings) -> Storage:
-    container = blob_service(settings).get_container_client(settings.backup_container)
+    blobs = blob_service(settings)
+    if settings.backup_read_from_secondary:
+        # Regional outage of the backup account: read the backups from its RA-GRS/RA-GZRS secondary.
+        blobs = BlobServiceClient(
+            account_url=secondary_endpoint(blobs.url, blobs.account_name, "BACKUP_READ_FROM_SECONDARY"),
+            credential=blobs.credential,
+            **_blob_options(settings),
+        )
+    container = blobs.get_container_client(settings.backup_container)
     tables = table_service(settings)
     source = tables
     if settings.read_from_secondary:

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
 
     # Regional outage: backup and verify read the tables from the RA-GRS/RA-GZRS secondary (read-only).
     read_from_secondary: bool = Field(False, alias="READ_FROM_SECONDARY")
+    # Regional outage of the backup account: list, verify, status and restore read the backups from
+    # its RA-GRS/RA-GZRS secondary; nothing can be written there, so backups and prune refuse.
+    backup_read_from_secondary: bool = Field(False, alias="BACKUP_READ_FROM_SECONDARY")
 
     # Transient failures (500, 503, timeouts) are retried this many times with exponential backoff.
     storage_retries: int = Field(5, ge=0, le=20, alias="STORAGE_RETRIES")

@@ -307,6 +307,19 @@ _GOOD = '{"PartitionKey":"p","RowKey":"%d","n":1}'
             "not a valid Edm.Int64",
         ),
         ("bad.ndjson", '{"PartitionKey":"p","RowKey":"a/b"}\n', 1, "does not allow in keys"),
+        # orjson would read it as the Double 1e+20; a whole number no Edm type holds is refused by name.
+        (
+            "bad.ndjson",
+            f'{_GOOD % 1}\n{{"PartitionKey":"p","RowKey":"2","n":100000000000000000000}}\n',
+            2,
+            "property 'n': 100000000000000000000 fits no Edm type",
+        ),
+        (
+            "bad.json",
+            f'[{_GOOD % 1},\n{{"PartitionKey":"p","RowKey":"2","n":-100000000000000000000}}]',
+            2,
+            "property 'n': -100000000000000000000 fits no Edm type",
+        ),
         ("bad.csv", "PartitionKey,RowKey,n@Edm.Int32\np,1,5\np,2,five\n", 3, "column 'n@Edm.Int32': 'five'"),
         ("bad.csv", 'PartitionKey,RowKey,s\np,1,"two\nlines"\np,2,x,extra\n', 4, "4 cells, but the header has 3"),
         ("bad.csv", "PartitionKey,RowKey,n@Edm.Integer\np,1,5\n", 1, "unknown type 'Edm.Integer'"),
@@ -399,3 +412,14 @@ def test_inserts_of_entities_that_already_exist_are_counted_not_failed(storage, 
 
     assert (outcome.written, outcome.existing, outcome.failed) == (2, 1, 0)
     assert table_state(client)[("p", "2")]["v"] == ("Edm.String", "first")
+
+
+def test_a_large_double_literal_is_still_a_double(storage, unique_name, tmp_path):
+    path = tmp_path / "doubles.ndjson"
+    path.write_text('{"PartitionKey":"p","RowKey":"1","n":1e20,"m":-1.0E19}\n')
+    target = unique_name("bigdouble")
+
+    _import(storage, target, path)
+
+    entity = storage.tables.get_table_client(target).get_entity("p", "1")
+    assert (entity["n"], entity["m"]) == (1e20, -1e19)

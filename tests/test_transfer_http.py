@@ -209,3 +209,23 @@ def test_an_import_the_service_partly_refuses_answers_500_with_the_counts(functi
     body = orjson.loads(response.get_body())
     assert (body["imported"], body["failed"]) == (1, 1)
     assert "refused 1 of the entities" in body["error"] and "RowKey='2'" in body["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000 + b"\n",
+        b'{"PartitionKey":"p","RowKey":"1","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+        b'[{"PartitionKey":"p","RowKey":"1","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}]\n",
+    ],
+    ids=["bare", "in-an-entity", "in-an-array"],
+)
+def test_deeply_nested_json_is_refused_with_400_not_a_recursion_error(functions, storage, exports, unique_name, body):
+    target = unique_name("deep")
+
+    response = _import(functions, target, body)
+
+    assert response.status_code == 400, response.get_body()[:300]
+    error = orjson.loads(response.get_body())["error"]
+    assert "\n" not in error and "Recursion" not in error
+    assert target not in [t.name for t in storage.tables.list_tables()]

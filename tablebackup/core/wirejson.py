@@ -32,9 +32,18 @@ def loads(data: bytes | str):
         if "surrogate" not in str(error):
             raise
     try:
-        return json.loads(data, parse_constant=_refuse_constant)
+        return bounded_loads(data, parse_constant=_refuse_constant)
     except ValueError as error:
         raise orjson.JSONDecodeError(str(error), "", 0) from None
+
+
+def bounded_loads(data: bytes | str, **options):
+    """json.loads for untrusted input: its recursive parser's RecursionError on deep nesting becomes
+    the ValueError of any other invalid JSON (orjson refuses past 1,024 levels the same way)."""
+    try:
+        return json.loads(data, **options)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply (more than 1,024 levels)") from None
 
 
 def dumps(value) -> bytes:

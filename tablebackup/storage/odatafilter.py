@@ -255,6 +255,15 @@ def _literal(token: Token) -> tuple[_Family, object]:
     return _BINARIES, bytes.fromhex(body)
 
 
+def _whole(digits: str) -> int | None:
+    """The literal's value, or None past 19 significant digits: beyond any Int64, and int() refuses
+    more than 4,300 digits with a ValueError."""
+    significant = digits.lstrip("-").lstrip("0") or "0"
+    if len(significant) > 19:
+        return None
+    return -int(significant) if digits.startswith("-") else int(significant)
+
+
 def _number(token: Token) -> tuple[_Family, int | float]:
     text = str(token)
     suffix = text[-1].lower() if text[-1] in "lLdD" else ""
@@ -262,19 +271,19 @@ def _number(token: Token) -> tuple[_Family, int | float]:
     whole = not any(mark in digits for mark in ".eE")
     if suffix == "l":
         if not whole:
-            raise _refusal(token.start_pos, f"{text} is not a valid Int64 (a whole number is needed)")
-        value = int(digits)
-        if not _INT64[0] <= value <= _INT64[1]:
-            raise _refusal(token.start_pos, f"{text} is outside the Int64 range")
+            raise _refusal(token.start_pos, f"{_show(text)} is not a valid Int64 (a whole number is needed)")
+        value = _whole(digits)
+        if value is None or not _INT64[0] <= value <= _INT64[1]:
+            raise _refusal(token.start_pos, f"{_show(text)} is outside the Int64 range")
         return _INT64S, value
     if suffix == "d" or not whole:
         double = float(digits)
         if not math.isfinite(double):
-            raise _refusal(token.start_pos, f"{text} is outside the Double range")
+            raise _refusal(token.start_pos, f"{_show(text)} is outside the Double range")
         return _DOUBLES, double
-    value = int(digits)
-    if not _INT32[0] <= value <= _INT32[1]:
-        raise _refusal(token.start_pos, f"{text} is outside the Int32 range (an Int64 needs the L suffix)")
+    value = _whole(digits)
+    if value is None or not _INT32[0] <= value <= _INT32[1]:
+        raise _refusal(token.start_pos, f"{_show(text)} is outside the Int32 range (an Int64 needs the L suffix)")
     return _INT32S, value
 
 

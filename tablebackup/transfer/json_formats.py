@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Generator
 from typing import BinaryIO
 
 import orjson
 
 from tablebackup.core import wirejson
-from tablebackup.core.entities import encode_line
+from tablebackup.core.entities import TYPE_SUFFIX, encode_line
 from tablebackup.core.errors import InvalidInput
 from tablebackup.transfer.dialects import AZURE_CLI, NATIVE, READERS, shape_of
 from tablebackup.transfer.records import Record, Records, checked, problem
@@ -58,12 +59,18 @@ def _record(line: int, text: str | bytes, shape: str, rules: TypeRules) -> Recor
     """One element or line as an entity in backup-line form, read as the shape's tool wrote it."""
     if shape == NATIVE:
         try:
-            return checked(line, wirejson.loads(text))
+            entity = wirejson.loads(text)
         except orjson.JSONDecodeError as error:
             return problem(line, f"not JSON: {error}")
+        too_large = _integer_read_as_double(text, entity)
+        if too_large:
+            return problem(
+                line, f"property {too_large[0]!r}: {too_large[1]} fits no Edm type (a whole number beyond Int64)"
+            )
+        return checked(line, entity)
     try:
         # The Azure CLI prints NaN and Infinity bare, which only Python's own parser accepts.
-        keys, properties = READERS[shape](json.loads(text))
+        keys, properties = READERS[shape](wirejson.bounded_loads(text))
         return checked(line, {**keys, **rules.entity(line, properties)})
     except ValueError as error:  # JSONDecodeError too
         return problem(line, f"not JSON: {error}")
@@ -71,11 +78,31 @@ def _record(line: int, text: str | bytes, shape: str, rules: TypeRules) -> Recor
         return problem(line, str(error))
 
 
+def _integer_read_as_double(text: str | bytes, entity: object) -> tuple[str, int] | None:
+    """orjson reads an integer literal beyond 64 bits as a float without a word. Only when an
+    unannotated whole Double that large is there is the line read again (the standard parser keeps
+    integers whole) to tell `1e20`, a Double, from `100000000000000000000`, which no Edm type holds."""
+    if not isinstance(entity, dict) or not any(
+        isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) >= 2**63
+        for name, value in entity.items()
+        if name + TYPE_SUFFIX not in entity
+    ):
+        return None
+    try:
+        exact = wirejson.bounded_loads(text)
+    except ValueError:  # over 4,300 digits, which orjson already refused as infinite
+        return None
+    for name, value in exact.items():
+        if type(value) is int and not -(2**63) <= value < 2**63 and name + TYPE_SUFFIX not in exact:
+            return name, value
+    return None
+
+
 def _shape(text: str | bytes, rules: TypeRules) -> str:
     """The shape of the input, from its first entity; remembered in `rules.shape`."""
     if rules.shape is None:
         try:
-            rules.shape = shape_of(json.loads(text))
+            rules.shape = shape_of(wirejson.bounded_loads(text))
         except ValueError:
             rules.shape = NATIVE
     return rules.shape
@@ -144,6 +171,9 @@ def _value_end(window: _TextWindow) -> int:
                 raise ValueError(f"not JSON: {error.msg}") from None
         except ValueError as error:  # e.g. an integer with thousands of digits
             raise ValueError(f"not JSON: {error}") from None
+        except RecursionError:  # the scanner is recursive: untrusted nesting must not crash the reader
+            window.advance(len(window.text))
+            raise ValueError("not JSON: nested too deeply (more than 1,024 levels)") from None
         if len(window.text) - window.pos > MAX_ENTITY_BYTES:
             raise ValueError(f"an element is longer than {MAX_ENTITY_BYTES:,} characters")
         window.more()
@@ -208,7 +238,7 @@ def _document(window: _TextWindow, rules: TypeRules) -> Records:
             else:
                 value_end = _value_end(window)
                 if key == "nextMarker":
-                    rules.next_marker = json.loads(window.text[window.pos : value_end]) or None
+                    rules.next_marker = wirejson.bounded_loads(window.text[window.pos : value_end]) or None
                 window.advance(value_end)
         except ValueError as error:
             yield problem(line, str(error))

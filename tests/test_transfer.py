@@ -423,3 +423,32 @@ def test_a_large_double_literal_is_still_a_double(storage, unique_name, tmp_path
 
     entity = storage.tables.get_table_client(target).get_entity("p", "1")
     assert (entity["n"], entity["m"]) == (1e20, -1e19)
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_a_property_named_etag_round_trips_in_the_products_own_formats(storage, unique_name, tmp_path, fmt):
+    """Only real Azure CLI output has the CLI's shape; an application's own `etag` property, even one
+    in the service's etag form beside a Timestamp, is kept with its type."""
+    from datetime import UTC, datetime
+
+    from azure.data.tables import EdmType, EntityProperty
+
+    source = storage.tables.create_table(unique_name("etagprop"))
+    source.upsert_entity({"PartitionKey": "p", "RowKey": "1", "etag": "v1", "n": 5})
+    source.upsert_entity({"PartitionKey": "p", "RowKey": "2", "etag": datetime(2026, 1, 2, tzinfo=UTC)})
+    source.upsert_entity(
+        {
+            "PartitionKey": "p",
+            "RowKey": "3",
+            "etag": "W/\"datetime'2026-01-02T03%3A04%3A05.1234567Z'\"",
+            "big": EntityProperty(2**40, EdmType.INT64),
+        }
+    )
+    path = tmp_path / f"etag.{fmt}"
+    _export(storage, source.table_name, path, format=fmt)
+    target = unique_name("etagcopy")
+
+    report = _import(storage, target, path)
+
+    assert report.imported == 3
+    assert table_state(storage.tables.get_table_client(target)) == table_state(source)

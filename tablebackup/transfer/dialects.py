@@ -15,6 +15,7 @@ What no shape can tell apart is given with its alternatives, for the typing rule
 from __future__ import annotations
 
 import base64
+import re
 
 from tablebackup.core.entities import KEYS
 from tablebackup.core.errors import InvalidInput
@@ -26,6 +27,8 @@ NATIVE = "native"
 _JS_TYPES = {"Int64", "Guid", "DateTime", "Double", "Int32", "String", "Boolean", "Binary"}
 _DOUBLE_WORDS = {"NaN", "Infinity", "-Infinity"}
 _INT32 = (-(2**31), 2**31 - 1)
+# The service's entity etags, as the Python SDK returns them: W/"datetime'2026-12-03T10%3A30%3A00.1234567Z'"
+_SERVICE_ETAG = re.compile(r"W/\"datetime'[0-9T%A.:Z-]+'\"")
 
 
 def shape_of(record: object) -> str:
@@ -34,7 +37,17 @@ def shape_of(record: object) -> str:
         return NATIVE
     if "partitionKey" in record and "PartitionKey" not in record:
         return SEED
-    if "etag" in record or any(isinstance(value, dict) and "edm_type" in value for value in record.values()):
+    if any(isinstance(value, dict) and "edm_type" in value for value in record.values()):
+        return AZURE_CLI
+    # An `etag` alone may be a property of the table's own: only the pair of metadata the CLI prints,
+    # with the service's etag form and none of the annotations the native form carries, is its output.
+    etag = record.get("etag")
+    if (
+        isinstance(etag, str)
+        and _SERVICE_ETAG.fullmatch(etag)
+        and isinstance(record.get("Timestamp"), str)
+        and not any(name.endswith("@odata.type") for name in record)
+    ):
         return AZURE_CLI
     return NATIVE
 

@@ -17,7 +17,7 @@ from tablebackup.backup.archiver import backup_table
 from tablebackup.backup.retention import prune
 from tablebackup.repository import catalog
 from tablebackup.repository.backupformat import new_backup_id
-from tablebackup.repository.erasures import erase
+from tablebackup.repository.erasures import erase, key_digest
 from tablebackup.verify import results
 from tablebackup.verify.checker import verify_and_record
 from tablebackup.verify.drills import drill_history
@@ -53,13 +53,12 @@ def test_an_entity_erased_under_one_spelling_stays_erased_when_restored_under_an
 
 def test_a_register_written_under_an_old_spelling_is_still_found(storage, mixed):
     backup_table(storage, mixed)
-    erase(storage, mixed, "CANDIDATE", "0000002", reason="ticket 8", actor="test")
-    register = storage.tables.get_table_client(storage.settings.erasures_table)
-    [row] = [r for r in register.list_entities() if r["PartitionKey"].lower() == mixed.lower()]
-    assert row["PartitionKey"] == mixed.lower()  # written under the canonical name
-    # As the older version wrote it: under the spelling typed.
-    register.delete_entity(row["PartitionKey"], row["RowKey"])
-    register.upsert_entity({**row, "PartitionKey": mixed})
+    # As an older version wrote it: in the data account's ERASURES_TABLE, under the spelling typed.
+    storage.tables.create_table(storage.settings.erasures_table)
+    storage.tables.get_table_client(storage.settings.erasures_table).upsert_entity(
+        {"PartitionKey": mixed, "RowKey": key_digest("CANDIDATE", "0000002"), "reason": "ticket 8", "actor": "t"}
+    )
+    storage.tables.get_table_client(mixed).delete_entity("CANDIDATE", "0000002")
 
     result = run_cli(
         "restore", "--table", mixed.lower().capitalize(), "--backup", "latest", "--target", mixed, "--json"
@@ -68,6 +67,9 @@ def test_a_register_written_under_an_old_spelling_is_still_found(storage, mixed)
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout)["erased"] == 1
     assert "0000002" not in _row_keys(storage, mixed)
+    # Brought over beside the backups, under the canonical name.
+    names = [b.name for b in storage.backups.list_blobs(name_starts_with="_erasures/")]
+    assert names == [f"_erasures/{mixed.lower()}/{key_digest('CANDIDATE', '0000002')}"]
 
 
 def test_one_catalog_whatever_the_spelling(storage, mixed):

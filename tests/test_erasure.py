@@ -38,10 +38,12 @@ def test_erase_deletes_the_entity_registers_a_digest_and_is_audited(storage, era
 
     assert result["deleted"] is True and result["key_sha256"] == key_digest(*KEY)
     assert KEY not in table_state(client) and len(table_state(client)) == len(before) - 1
-    register = list(storage.tables.get_table_client(storage.settings.erasures_table).list_entities())
-    row = next(r for r in register if r["PartitionKey"] == client.table_name)
-    assert row["RowKey"] == key_digest(*KEY) and row["reason"] == "request 2026-117"
-    assert KEY[0] not in str(dict(row)) and KEY[1] not in str(dict(row))  # the key itself is not kept
+    # The register lives beside the backups, one blob per erased key, named by the key's digest.
+    [blob] = storage.backups.list_blobs(name_starts_with=f"_erasures/{client.table_name}/")
+    assert blob.name == f"_erasures/{client.table_name}/{key_digest(*KEY)}"
+    row = orjson.loads(storage.backups.download_blob(blob.name).readall())
+    assert row["reason"] == "request 2026-117" and row["actor"] == "dpo"
+    assert KEY[0] not in str(row) and KEY[1] not in str(row)  # the key itself is not kept
     [entry] = find_entries(storage, table=client.table_name, operation="ERASE")
     assert entry["userId"] == "dpo" and entry["afterData"]["key_sha256"] == key_digest(*KEY)
 
@@ -116,3 +118,94 @@ def test_cli_erase(storage, unique_name):
 
     assert result.returncode == 0 and orjson.loads(result.stdout)["deleted"] is True
     assert missing_reason.returncode == 2 and "--reason" in missing_reason.stderr
+
+
+@pytest.fixture(scope="module")
+def other_account():
+    """A second Azurite: another storage account, as after the data account is lost."""
+    from localdev import azurite as azurite_process
+
+    server = azurite_process.start(in_memory=True)
+    try:
+        yield server.connection_string
+    finally:
+        server.stop()
+
+
+def test_the_register_outlives_the_data_account(storage, erased, other_account, monkeypatch):
+    """The data account is gone: a restore into a new account still leaves the erased person out,
+    because the register lives with the backups, not with the data."""
+    from tablebackup.core.clients import Storage
+    from tablebackup.core.settings import get_settings
+
+    client, before, manifest, _ = erased
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", other_account)
+    get_settings.cache_clear()
+    elsewhere = Storage.from_settings()
+
+    result = restore(elsewhere, RestoreRequest(table=client.table_name, backup=manifest.backup))
+
+    restored = table_state(elsewhere.tables.get_table_client(client.table_name))
+    assert result.erased == 1 and result.restored == len(before) - 1
+    assert KEY not in restored and restored == {k: v for k, v in before.items() if k != KEY}
+
+
+def test_a_table_that_is_neither_live_nor_backed_up_is_refused(storage, unique_name):
+    typo = unique_name("candidtes")
+
+    with pytest.raises(InvalidInput, match=f"table '{typo}' neither exists nor has a backup: check its name"):
+        erase(storage, typo, "CANDIDATE", "0000001", reason="request 9", actor="dpo")
+
+    assert not storage.backups.exists() or not list(storage.backups.list_blobs(name_starts_with="_erasures/"))
+    assert find_entries(storage, table=typo, operation="ERASE") == []
+
+
+@pytest.mark.parametrize(("pk", "rk", "blank"), [("", "", "partition key and row key"), ("p", " ", "row key")])
+def test_blank_keys_of_no_entity_are_refused(storage, erased, pk, rk, blank):
+    client, _, _, _ = erased
+
+    with pytest.raises(InvalidInput, match=f"the {blank} is blank and no entity with these keys is in"):
+        erase(storage, client.table_name, pk, rk, reason="request 10", actor="dpo")
+
+    assert len(list(storage.backups.list_blobs(name_starts_with=f"_erasures/{client.table_name}/"))) == 1
+
+
+def test_an_entity_whose_keys_are_really_empty_can_be_erased(storage, unique_name):
+    table = unique_name("emptykeys")
+    client = storage.tables.create_table(table)
+    client.upsert_entity({"PartitionKey": "", "RowKey": "", "email": "someone@example.org"})
+
+    result = erase(storage, table, "", "", reason="request 11", actor="dpo")
+
+    assert result["deleted"] is True and table_state(client) == {}
+
+
+def test_erasing_from_the_backups_of_a_deleted_table(storage, erased):
+    client, _, manifest, _ = erased
+    storage.tables.delete_table(client.table_name)
+
+    result = erase(storage, client.table_name, "CANDIDATE", "0000003", reason="request 12", actor="dpo")
+    restored = restore(storage, RestoreRequest(table=client.table_name, backup=manifest.backup))
+
+    assert result["deleted"] is False
+    assert restored.erased == 2
+    assert ("CANDIDATE", "0000003") not in table_state(client)
+
+
+def test_a_register_write_whose_answer_is_lost_is_found_on_retry(
+    storage, unique_name, monkeypatch, azurite_connection_string
+):
+    from tablebackup.core.clients import Storage
+    from tests.faultproxy import AfterFault, blobs_through_proxy
+
+    table = unique_name("lostanswer")
+    seed_table(storage.tables, table, 10)
+    with blobs_through_proxy(monkeypatch, azurite_connection_string) as proxy:
+        proxy.after_faults.append(AfterFault(500, method="PUT", path="/_erasures/"))
+        result = erase(Storage.from_settings(), table, "CANDIDATE", "0000001", reason="r", actor="dpo")
+
+    assert result["deleted"] is True
+    puts = [status for method, path, status in proxy.seen if method == "PUT" and "/_erasures/" in path]
+    assert puts[0] == 500 and len(puts) == 2  # landed, answered 500, retried: the blob was there
+    names = [b.name for b in storage.backups.list_blobs(name_starts_with=f"_erasures/{table}/")]
+    assert names == [f"_erasures/{table}/{key_digest('CANDIDATE', '0000001')}"]

@@ -18,7 +18,7 @@ from azure.data.tables import TableClient
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import DamagedBackup, NotFound, StorageUnavailable
 from tablebackup.core.names import BACKUP_ID_RE, table_key
-from tablebackup.repository import catalog
+from tablebackup.repository import catalog, erasures
 from tablebackup.repository.backupformat import MANIFEST_BLOB
 from tablebackup.storage.tablequery import odata_string
 
@@ -237,16 +237,8 @@ def run_record(storage: Storage, since: datetime) -> dict[str, list[dict]]:
 
 
 def erasure_count(storage: Storage, table: str) -> int:
-    """Keys registered as erased for the table (counted page by page, nothing kept)."""
-    client = storage.tables.get_table_client(storage.settings.erasures_table)
-    try:
-        return sum(
-            1 for partition in _table_partitions(table) for _ in client.query_entities(partition, select=["RowKey"])
-        )
-    except AzureError as error:
-        if _table_missing(error):
-            return 0
-        raise StorageUnavailable(f"reading the erasure register failed: {str(error).splitlines()[0]}") from error
+    """Keys registered as erased for the table (tablebackup.repository.erasures)."""
+    return erasures.count(storage, table)
 
 
 # How far back the status looks for a table's audit events: today and yesterday (UTC).

@@ -5,13 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 AZURITE_DIR := .azurite
 
-.PHONY: setup chromium demo test lint format bench azurite azurite-stop clean
+.PHONY: setup chromium demo demo-clean test lint format bench azurite azurite-stop clean
 
 INFRA_VENV := .venv-infra
 
 JS_SDK := tests/js_sdk
 
-setup: $(VENV)/.installed node_modules/.installed $(JS_SDK)/node_modules/.installed $(INFRA_VENV)/.installed chromium
+# The demo needs only the venv (with the `tablebackup` command) and Azurite (node_modules/.bin/azurite).
+DEMO_DEPS := $(VENV)/.installed node_modules/.installed
+
+# Everything the tests need besides: the JS SDK, checkov for the Bicep and Chromium for the status page.
+setup: $(DEMO_DEPS) $(JS_SDK)/node_modules/.installed $(INFRA_VENV)/.installed chromium
 
 # The status page's browser test runs Debian's chromium headless; as root (CI) it is installed here.
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
@@ -23,10 +27,13 @@ chromium:
 	    echo "the browser test needs chromium: run 'sudo apt-get install -y chromium'" >&2; exit 1; \
 	  fi; }
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The project itself is installed editable (its dependencies are the pinned ones above): the venv's
+# `tablebackup` command runs this checkout's code from any folder.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required; set PYTHON=/path/to/python3.11")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 $(INFRA_VENV)/.installed: requirements-infra.txt
@@ -43,8 +50,12 @@ $(JS_SDK)/node_modules/.installed: $(JS_SDK)/package.json $(JS_SDK)/package-lock
 	npm ci --prefix $(JS_SDK) --no-audit --no-fund --loglevel=error
 	@touch $@
 
-demo: setup
+demo: $(DEMO_DEPS)
 	$(PY) -m localdev.demo
+
+# Stops the Azurite the demo started (if it did), deletes its data (.azurite) and .demo/.
+demo-clean:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m localdev.demo clean
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -52,24 +63,25 @@ test: setup
 	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
 	$(PY) -m pytest
 
-lint: setup
+lint: $(VENV)/.installed $(INFRA_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
 
-format: setup
+format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: setup
+bench: $(DEMO_DEPS)
 	$(PY) -m bench
 
 # Azurite on the default ports in the background, data in $(AZURITE_DIR) (for func start).
-azurite: setup
+azurite: $(DEMO_DEPS)
 	$(PY) -m localdev.azurite start
 
 azurite-stop:
 	-$(PY) -m localdev.azurite stop
 
 clean: azurite-stop
-	rm -rf $(VENV) $(INFRA_VENV) node_modules $(JS_SDK)/node_modules $(AZURITE_DIR) .pytest_cache .ruff_cache .bench
+	rm -rf $(VENV) $(INFRA_VENV) node_modules $(JS_SDK)/node_modules $(AZURITE_DIR) .demo .pytest_cache .ruff_cache .bench \
+	  *.egg-info build

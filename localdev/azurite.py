@@ -136,19 +136,51 @@ def ensure_local() -> bool:
     return started
 
 
-def stop_local() -> bool:
-    """Stop the background Azurite that ensure_local started; returns whether one was stopped."""
+def _running(pid: int) -> bool:
+    """Whether the process is still there; a zombie (exited, not yet reaped by its new parent)
+    holds no port or file any more."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(0) said it is there
+
+
+def _is_azurite(pid: int) -> bool:
+    """Whether the pid is still Azurite, not another program that got the number since."""
+    try:
+        return b"azurite" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return _running(pid)  # no /proc (macOS): trust the PID file
+
+
+def stop_local(timeout: float = 30) -> bool:
+    """Stop the background Azurite that ensure_local started and wait until it has exited (so its
+    data can be deleted); returns whether one was stopped."""
     import signal
 
     if not PID_FILE.exists():
         return False
     pid = int(PID_FILE.read_text())
     PID_FILE.unlink()
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if not _running(pid) or not _is_azurite(pid):
         return False
-    return True
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + timeout
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _running(pid):
+            return True
+    raise RuntimeError(f"Azurite (pid {pid}) did not exit")
 
 
 if __name__ == "__main__":

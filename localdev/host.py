@@ -1,14 +1,20 @@
 """What the Functions host does around our functions, for the demo and the tests (Core Tools can't
 run here): collect a function's queue output, and deliver queue messages to a queue-triggered
-function, again on failure, up to maxDequeueCount times, as the host does."""
+function, again on failure, up to maxDequeueCount times, as the host does, from a list or from a
+real queue."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import threading
 import uuid
+from dataclasses import dataclass
 
 import azure.functions as func
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage
+from azure.storage.queue import QueueClient
 
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount
 
@@ -54,6 +60,66 @@ def deliver(
                 break
             acks_to_lose -= 1
     return poisoned
+
+
+@dataclass
+class Drained:
+    """What draining a queue did: messages the function took, and those moved to the poison queue."""
+
+    delivered: int = 0
+    poisoned: int = 0
+
+
+def drain_queue(function, connection_string: str, queue_name: str, max_deliveries: int = MAX_DEQUEUE_COUNT) -> Drained:
+    """Call the queue-triggered function with every message on a real queue until it is empty, as
+    the host does: the content base64-decoded (host.json messageEncoding) and handed over as bytes,
+    the message deleted once the function returns, visible again at once when it raises (the host
+    waits out the visibility timeout), and moved to `<queue>-poison` after max_deliveries."""
+    # No decode policy: the content is the base64 text as stored, decoded here as the host does.
+    queue = QueueClient.from_connection_string(connection_string, queue_name)
+    drained = Drained()
+    try:
+        queue.get_queue_properties()
+    except ResourceNotFoundError:
+        return drained  # nothing was ever sent
+    while True:
+        batch = list(queue.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=30))
+        if not batch:
+            return drained
+        for message in batch:
+            try:
+                body = base64.b64decode(message.content, validate=True)
+                function(
+                    QueueMessage(
+                        id=message.id,
+                        body=body,
+                        dequeue_count=message.dequeue_count,
+                        insertion_time=message.inserted_on,
+                        expiration_time=message.expires_on,
+                        pop_receipt=message.pop_receipt,
+                    )
+                )
+            except Exception:  # the host logs it and delivers the message again
+                if message.dequeue_count >= max_deliveries:
+                    _send(
+                        QueueClient.from_connection_string(connection_string, f"{queue_name}-poison"), message.content
+                    )
+                    queue.delete_message(message)
+                    drained.poisoned += 1
+                else:
+                    queue.update_message(message, visibility_timeout=0)
+                continue
+            queue.delete_message(message)
+            drained.delivered += 1
+
+
+def _send(queue: QueueClient, content: str) -> None:
+    try:
+        queue.send_message(content)
+    except ResourceNotFoundError:
+        with contextlib.suppress(ResourceExistsError):
+            queue.create_queue()
+        queue.send_message(content)
 
 
 # The worker's thread-local that its log handler reads the invocation id from.

@@ -338,7 +338,7 @@ resource backupContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
 }
 
 // Time-based retention: a backup can't be deleted or overwritten for immutabilityDays. Left
-// unlocked so that it can be changed; lock it by hand for compliance (README.md, "Immutability").
+// unlocked so that it can be changed; lock it by hand for compliance (infra/README.md, "Immutability").
 resource backupImmutability 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (enableImmutability) {
   parent: backupContainer
   name: 'default'
@@ -738,7 +738,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'INCREMENTAL_OVERLAP_MINUTES'
           value: '15'
         }
-        // Fan-out of large tables across instances (see the README).
+        // Fan-out of large tables across instances (see docs/scaling.md).
         {
           name: 'FANOUT_THRESHOLD_ENTITIES'
           value: '2000000'

@@ -311,7 +311,7 @@ def run() -> int:
     for hint in hints:
         _say(f"  {hint}")
     _say()
-    _say("Start over with `make demo-clean`; run the function app itself with `func start` (see README).")
+    _say("Start over with `make demo-clean`; run the function app itself with `func start` (docs/http-api.md).")
     return code
 
 

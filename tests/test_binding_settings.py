@@ -1,6 +1,6 @@
 """Settings that bindings read as `%NAME%` are resolved by the Functions host from app settings
 only, with no default: each one must be set by local.settings.sample.json and by the infra, with
-the value the README documents, and the README must say it is required."""
+the value docs/configuration.md documents, and the page must say it is required."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def test_the_infra_sets_every_binding_setting(functions):
     assert {name: _bicep_app_setting(bicep, name) for name in _binding_settings(functions)} == DOCUMENTED
 
 
-def test_the_readme_marks_them_required_with_the_values_the_sample_sets(functions):
-    readme = (ROOT / "README.md").read_text()
+def test_the_configuration_page_marks_them_required_with_the_values_the_sample_sets(functions):
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     for name in _binding_settings(functions):
         [row] = [line for line in readme.splitlines() if line.startswith(f"| `{name}` |")]
         assert f"required (`{DOCUMENTED[name]}`)" in row, row

@@ -82,14 +82,14 @@ def test_settings_are_read_once(clean):
     assert get_settings() is first
 
 
-def test_every_setting_is_documented_in_the_readme_and_the_sample():
+def test_every_setting_is_documented_in_the_configuration_page_and_the_sample():
     import json
     from pathlib import Path
 
     from tablebackup.core.settings import Settings
 
     root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text()
+    readme = (root / "docs" / "configuration.md").read_text()
     sample = json.loads((root / "local.settings.sample.json").read_text())["Values"]
     for field in Settings.model_fields.values():
         assert f"`{field.alias}`" in readme, field.alias

@@ -1,4 +1,4 @@
-"""The app's settings: read once from the environment, validated, named as in the README."""
+"""The app's settings: read once from the environment, validated, named as in docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     retention_daily: int = Field(30, ge=0, le=3660, alias="RETENTION_DAILY")
     retention_weekly: int = Field(12, ge=0, le=520, alias="RETENTION_WEEKLY")
     retention_monthly: int = Field(12, ge=0, le=1200, alias="RETENTION_MONTHLY")
+    # Safety backups (taken just before a restore or an import writes into a table) fill none of
+    # those slots: each is kept this many days after it was taken, then deleted.
+    safety_backup_keep_days: int = Field(30, ge=0, le=3660, alias="SAFETY_BACKUP_KEEP_DAYS")
 
     # Verification and drills.
     required_fields: str | None = Field(None, alias="REQUIRED_FIELDS")

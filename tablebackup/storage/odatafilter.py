@@ -26,7 +26,7 @@ Semantics, modelled on the Table service's:
   must be of the same data type as the property", so an Int32 literal (5) selects Int32 values, an
   Int64 literal (5L) Int64 values and a Double literal (5.0, 5d, 5e0) Double values. Azurite differs
   (it compares Int32 and Double by value, Int64 as text, and answers 500 for an Int64 literal
-  against an Int32 value); this module follows the documentation, as the README says.
+  against an Int32 value); this module follows the documentation, as docs/cli.md says.
 - Int64 compares as a Python int, so its extremes are never rounded through a float. A NaN Double
   is unequal to everything: ne is true and every other operator false. Infinity and -Infinity
   order as usual.

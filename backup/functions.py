@@ -8,12 +8,13 @@ from pydantic import BaseModel, ConfigDict
 
 from tablebackup.backup import runs
 from tablebackup.backup.archiver import backup_tables, tables_to_back_up
+from tablebackup.backup.listing import describe_backups
 from tablebackup.backup.retention import policy_from_settings, prune
 from tablebackup.core import telemetry
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import InvalidInput, NotFound
-from tablebackup.http import error_response, json_response, parse_body, parse_fields, query_fields
-from tablebackup.repository import catalog
+from tablebackup.http import caller, error_response, json_response, parse_body, parse_fields, query_fields
+from tablebackup.repository.backupformat import BackupReason
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def backup_now(req: func.HttpRequest, context: func.Context) -> func.HttpRespons
         storage = Storage.from_settings()
         # backup_tables works on threads: their log records must carry this invocation's id.
         with telemetry.invocation(context):
-            run = backup_tables(storage, tables_to_back_up(storage, request.tables, every_table=request.all))
+            tables = tables_to_back_up(storage, request.tables, every_table=request.all)
+            run = backup_tables(storage, tables, reason=BackupReason.on_demand(via="http", actor=caller(req)))
     except Exception as error:
         return error_response(error)
     if run.ok:
@@ -88,8 +90,7 @@ def list_backups(req: func.HttpRequest) -> func.HttpResponse:
     try:
         request = parse_fields(query_fields(req), ListRequest)
         storage = Storage.from_settings()
-        table = request.table or storage.settings.table_name
-        backups = catalog.backup_summaries(storage.backups, table)
+        listing = describe_backups(storage, request.table or storage.settings.table_name)
     except Exception as error:
         return error_response(error)
-    return json_response({"table": table, "backups": backups})
+    return json_response(listing)

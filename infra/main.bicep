@@ -230,12 +230,21 @@ var deploymentContainerName = 'app-package'
 
 // Lifecycle: a backup is deleted once no retention class (daily, weekly, monthly) can still need it.
 var deleteAfterDays = max(retentionDaily, retentionWeekly * 7, retentionMonthly * 31) + retentionMarginDays
-// Backup blob names start with '<table>-' (see tablebackup/backupformat.py); '*' backs up every table.
+// Backup blob names start with '<table>-' (see tablebackup/repository/backupformat.py); '*' backs up
+// every table. Never the whole container: the erasure register (`_erasures/`) must outlive every
+// backup, so with '*' the rules match the names a table can start with (a letter, in either case),
+// at most 10 prefixes to a rule.
 var backupEveryTable = contains(backupTables, '*')
-var tablePrefixes = [for t in backupTables: '${backupContainerName}/${t}-']
-var lifecyclePrefixes = backupEveryTable ? [
-  '${backupContainerName}/'
-] : tablePrefixes
+var everyTablePrefixes = [
+  ['${backupContainerName}/a', '${backupContainerName}/b', '${backupContainerName}/c', '${backupContainerName}/d', '${backupContainerName}/e', '${backupContainerName}/f', '${backupContainerName}/g', '${backupContainerName}/h', '${backupContainerName}/i', '${backupContainerName}/j']
+  ['${backupContainerName}/k', '${backupContainerName}/l', '${backupContainerName}/m', '${backupContainerName}/n', '${backupContainerName}/o', '${backupContainerName}/p', '${backupContainerName}/q', '${backupContainerName}/r', '${backupContainerName}/s', '${backupContainerName}/t']
+  ['${backupContainerName}/u', '${backupContainerName}/v', '${backupContainerName}/w', '${backupContainerName}/x', '${backupContainerName}/y', '${backupContainerName}/z', '${backupContainerName}/A', '${backupContainerName}/B', '${backupContainerName}/C', '${backupContainerName}/D']
+  ['${backupContainerName}/E', '${backupContainerName}/F', '${backupContainerName}/G', '${backupContainerName}/H', '${backupContainerName}/I', '${backupContainerName}/J', '${backupContainerName}/K', '${backupContainerName}/L', '${backupContainerName}/M', '${backupContainerName}/N']
+  ['${backupContainerName}/O', '${backupContainerName}/P', '${backupContainerName}/Q', '${backupContainerName}/R', '${backupContainerName}/S', '${backupContainerName}/T', '${backupContainerName}/U', '${backupContainerName}/V', '${backupContainerName}/W', '${backupContainerName}/X']
+  ['${backupContainerName}/Y', '${backupContainerName}/Z']
+]
+var tablePrefixes = [for t in backupTables: ['${backupContainerName}/${t}-']]
+var lifecyclePrefixes = backupEveryTable ? everyTablePrefixes : tablePrefixes
 
 // Built-in role definitions (ids are the same in every tenant).
 var roles = {
@@ -380,16 +389,14 @@ resource backupLifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2
       rules: [for (prefix, i) in lifecyclePrefixes: {
         enabled: true
         // Rule names are alphanumeric, like table names.
-        name: backupEveryTable ? 'retainAllTables' : 'retain${backupTables[i]}'
+        name: backupEveryTable ? 'retainAllTables${i}' : 'retain${backupTables[i]}'
         type: 'Lifecycle'
         definition: {
           filters: {
             blobTypes: [
               'blockBlob'
             ]
-            prefixMatch: [
-              prefix
-            ]
+            prefixMatch: prefix
           }
           actions: {
             baseBlob: {
@@ -774,6 +781,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'RETENTION_MONTHLY'
           value: string(retentionMonthly)
+        }
+        // Safety backups (taken before a restore writes into a table) are kept by days, in no slot.
+        {
+          name: 'SAFETY_BACKUP_KEEP_DAYS'
+          value: '30'
         }
         {
           name: 'VERIFY_SCHEDULE'

@@ -48,3 +48,16 @@ def test_production_accounts_have_the_readable_secondary_the_runbook_reads():
         given = re.search(rf"^param {parameter} = '(\w+)'", prod, re.M)[1]
         default = re.search(rf"^param {parameter} string = environmentType == 'prod' \? '(\w+)'", bicep, re.M)[1]
         assert given.startswith("Standard_RA") and default == given, parameter
+
+
+def test_the_lifecycle_never_deletes_the_erasure_register():
+    """With backupTables ['*'] the rules match every table's backups (a table name starts with a
+    letter) in groups of at most 10 prefixes, the service's limit per rule, and never `_erasures/`."""
+    bicep = (ROOT / "infra" / "main.bicep").read_text()
+    block = bicep[bicep.index("var everyTablePrefixes = [") : bicep.index("var tablePrefixes")]
+    groups = [re.findall(r"'\$\{backupContainerName\}/([^']*)'", line) for line in block.splitlines()[1:-1]]
+    letters = sorted(prefix for group in groups for prefix in group)
+
+    assert all(1 <= len(group) <= 10 for group in groups)
+    assert letters == sorted("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    assert "'${backupContainerName}/'" not in bicep

@@ -80,7 +80,10 @@ def test_mirror_makes_the_table_exactly_the_backup_after_a_safety_backup(storage
     assert (result.restored, result.deleted) == (300, 1)
     safety = catalog.read_manifest(storage.backups, result.safety_backup)
     assert safety.table == client.table_name and safety.entities == len(damaged)
-    assert catalog.latest_backup(storage.backups, client.table_name).backup == result.safety_backup
+    assert safety.safety and safety.reason.restoring == _manifest.backup and safety.reason.mode == "mirror"
+    assert result.undo == f"tablebackup restore --table {client.table_name} --backup {safety.backup} --mode mirror"
+    # The safety backup holds the damage: `latest` is still the backup the table now holds.
+    assert catalog.latest_backup(storage.backups, client.table_name).backup == _manifest.backup
 
 
 def test_mirror_with_a_filter_only_touches_the_filtered_scope(storage, backed_up):
@@ -258,8 +261,9 @@ def test_an_interrupted_restore_converges_when_run_again(
     with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("STORAGE_RETRIES", "0")
         get_settings.cache_clear()
-        # The table check and two batches get through; then storage fails for good.
-        proxy.failures = [None, None, None, *[500] * 50]
+        # The table check, the safety backup's read of the (empty) target and two batches get
+        # through; then storage fails for good.
+        proxy.failures = [None, None, None, None, *[500] * 50]
         from tablebackup.core.clients import Storage
 
         with pytest.raises(BackupError):

@@ -29,6 +29,7 @@ from tablebackup.repository import catalog
 from tablebackup.repository.attempts import record_parent
 from tablebackup.repository.backupformat import (
     DATA_BLOB,
+    BackupReason,
     Manifest,
     attempt_leaf,
     new_backup_id,
@@ -50,13 +51,16 @@ def backup_table(
     backup_id: str | None = None,
     started: datetime | None = None,
     attempt: int = 1,
+    reason: BackupReason | None = None,
 ) -> Manifest:
     """Back up one table, in full or (when it has a complete backup) only what changed since its
     newest one. The backup is listed only once its manifest is written, last. A planned run passes
-    its backup id and start; a retry (attempt > 1) writes a data blob of its own."""
+    its backup id and start; a retry (attempt > 1) writes a data blob of its own. `reason` is
+    recorded in the manifest (default: on demand)."""
     validate_table_name(table)
     started = started or datetime.now(UTC)
     backup_id = backup_id or new_backup_id(table, started)
+    reason = reason or BackupReason.on_demand()
     parent = _newest(storage, table, backup_id) if incremental else None
     context = {"table": table, "backup": backup_id, "kind": "incremental" if parent else "full"}
     log.info("backup started: table=%s backup=%s kind=%s", table, backup_id, context["kind"], extra=context)
@@ -65,6 +69,7 @@ def backup_table(
             manifest = _stream_table(storage, table, backup_id, started, on_progress, attempt)
         else:
             manifest = _stream_changes(storage, table, backup_id, started, parent, on_progress, attempt)
+        manifest = manifest.model_copy(update={"reason": reason})
         write_manifest(storage.backups, manifest)
         telemetry.record_volume("backup", table, manifest.entities, manifest.bytes)
     log.info(
@@ -79,16 +84,18 @@ def backup_table(
 
 
 def _newest(storage: Storage, table: str, backup_id: str) -> Manifest | None:
-    """What an incremental builds on: the newest complete backup taken before it (a run planned
-    before another backup completed must not build on that one: a chain only goes back in time),
-    or None (take a full one) when there is none or its manifest is refused, so a damaged backup
-    never stops the backups."""
+    """What an incremental builds on: the newest complete regular backup taken before it (a run
+    planned before another backup completed must not build on that one: a chain only goes back in
+    time; a safety backup is never an implicit choice), or None (take a full one) when there is
+    none or its manifest is refused, so a damaged backup never stops the backups."""
     stamp = BACKUP_ID_RE.match(backup_id)["stamp"]
     try:
         for candidate in catalog.backup_ids(storage.backups, table):
             taken = BACKUP_ID_RE.match(candidate)
             if taken is None or taken["stamp"] < stamp:
-                return catalog.read_manifest(storage.backups, candidate)
+                manifest = catalog.read_manifest(storage.backups, candidate)
+                if catalog.implicit_candidate(manifest):
+                    return manifest
         return None
     except NotFound:
         return None
@@ -204,6 +211,7 @@ def execute_item(
             backup_id=item.backup,
             started=datetime.fromisoformat(item.started_at),
             attempt=attempt,
+            reason=item.backup_reason(),
         )
     context = {"table": item.table, "backup": item.backup, "part": item.part}
     with telemetry.operation("backup part", item.table, backup=item.backup):
@@ -273,10 +281,11 @@ def backup_tables(
     incremental: bool = False,
     parallel: int = 1,
     on_progress: Callable[[str, int], None] | None = None,
+    reason: BackupReason | None = None,
 ) -> BackupRun:
     """Plan the run as the timer does and run its items on `parallel` threads; a failing table is
-    recorded and the rest go on."""
-    items = plan_run(storage, tables, incremental=incremental)
+    recorded and the rest go on. `reason`: why (default: on demand)."""
+    items = plan_run(storage, tables, incremental=incremental, reason=reason or BackupReason.on_demand())
     results: dict[str, dict[int, Manifest | PartResult]] = defaultdict(dict)
     run = BackupRun()
 

@@ -24,6 +24,7 @@ from tablebackup.core.entities import encode_line
 from tablebackup.core.errors import BackupError, DamagedBackup, NotFound, StorageUnavailable
 from tablebackup.repository import catalog
 from tablebackup.repository.backupformat import (
+    BackupReason,
     BlobInfo,
     DataBlobWriter,
     KeySampler,
@@ -54,6 +55,12 @@ class WorkItem:
     incremental: bool = False
     # Cut points at which this one item reads its table in parallel streams (READ_STREAMS).
     streams: list[str] | None = None
+    # Why the backup is taken (BackupReason as JSON); a message queued before it was recorded has
+    # none and came from the schedule.
+    reason: dict | None = None
+
+    def backup_reason(self) -> BackupReason:
+        return BackupReason.model_validate(self.reason) if self.reason else BackupReason.scheduled()
 
     @property
     def key(self) -> str:
@@ -93,11 +100,18 @@ def _previous_full(storage: Storage, table: str) -> Manifest | None:
 
 
 def plan_run(
-    storage: Storage, tables: list[str], *, incremental: bool = False, now: datetime | None = None
+    storage: Storage,
+    tables: list[str],
+    *,
+    incremental: bool = False,
+    now: datetime | None = None,
+    reason: BackupReason | None = None,
 ) -> list[WorkItem]:
     """The work items of one run: incrementals and small tables are one item; a full backup of a
-    table whose last full backup had FANOUT_THRESHOLD_ENTITIES or more is cut into ranges."""
+    table whose last full backup had FANOUT_THRESHOLD_ENTITIES or more is cut into ranges. `reason`
+    (default: the schedule) goes into every item, and from there into the manifest."""
     settings = storage.settings
+    why = (reason or BackupReason.scheduled()).model_dump(exclude_none=True)
     now = now or datetime.now(UTC)
     run = uuid.uuid4().hex
     items: list[WorkItem] = []
@@ -129,6 +143,7 @@ def plan_run(
                     high=edges[index + 1],
                     incremental=incremental,
                     streams=streams if len(edges) == 2 else None,
+                    reason=why,
                 )
             )
     return items
@@ -230,6 +245,7 @@ def assemble(storage: Storage, items: list[WorkItem], results: dict[int, PartRes
         data_blob=parts[0].blob,
         parts=parts,
         key_samples=samples,
+        reason=head.backup_reason(),
     )
     write_manifest(storage.backups, manifest)
     return manifest

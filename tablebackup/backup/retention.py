@@ -4,11 +4,19 @@ can only count days.
 The policy is restic's `forget --keep-daily D --keep-weekly W --keep-monthly M`: walking a table's
 complete backups newest first, each rule keeps the newest backup of each of its N newest buckets
 (UTC calendar days, ISO weeks, calendar months) that have backups; a backup kept by any rule is kept.
-On top of the policy, the guards: the newest complete backup is always kept; every backup a kept
-incremental builds on (its `parent` chain) is kept, including what an incremental still being
-written builds on (it records its parent before it reads anything: tablebackup.repository.attempts, checked
-again just before each deletion); backups taken after `now` are kept and not counted; incomplete
-backups (no manifest) are deleted once they are more than a day old.
+Only regular backups (scheduled or on demand) fill the rules' buckets. Safety backups (taken just
+before a restore or an import wrote into the table) have a rule of their own: each is kept
+SAFETY_BACKUP_KEEP_DAYS (keep_safety_days) after it was taken, then deleted; it never takes a
+bucket from a regular backup, so it never makes one expire.
+
+On top of the policy, the guards: the newest complete regular backup and the backup `latest` means
+(tablebackup.repository.catalog.newest_state: after a mirror restore in place, the backup restored)
+are always kept; every backup a kept incremental builds on (its `parent` chain) is kept, including
+what work in progress needs: the parent of an incremental still being written (it records its parent
+before it reads anything) and the backup a restore is reading (its hold), with their chains
+(tablebackup.repository.attempts). Those, and `latest`, are read again just before each deletion.
+Backups taken after `now` are kept and not counted; incomplete backups (no manifest) are deleted
+once they are more than a day old.
 """
 
 from __future__ import annotations
@@ -25,16 +33,17 @@ from azure.storage.blob import ContainerClient
 
 from tablebackup.audit.entries import record_operation
 from tablebackup.core.clients import Storage
-from tablebackup.core.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
+from tablebackup.core.errors import BackupError, DamagedBackup, InvalidInput, NotFound, StorageUnavailable
 from tablebackup.core.names import BACKUP_ID_RE, table_key, validate_backup_id, validate_table_name
 from tablebackup.repository import catalog
-from tablebackup.repository.attempts import recorded_parents
+from tablebackup.repository.attempts import held_backups, recorded_parents, stale_holds
 from tablebackup.repository.backupformat import manifest_blob_name
 
 log = logging.getLogger(__name__)
 
-# Production defaults (RETENTION_DAILY, RETENTION_WEEKLY, RETENTION_MONTHLY).
+# Production defaults (RETENTION_DAILY, RETENTION_WEEKLY, RETENTION_MONTHLY, SAFETY_BACKUP_KEEP_DAYS).
 KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY = 30, 12, 12
+KEEP_SAFETY_DAYS = 30
 # A backup still running has no manifest yet; after a day it can only be a crashed attempt.
 INCOMPLETE_GRACE = timedelta(days=1)
 
@@ -68,11 +77,13 @@ class Plan:
 
 
 def policy_from_settings(settings) -> dict[str, int]:
-    """keep_daily/keep_weekly/keep_monthly from RETENTION_DAILY/_WEEKLY/_MONTHLY."""
+    """keep_daily/keep_weekly/keep_monthly/keep_safety_days from RETENTION_DAILY/_WEEKLY/_MONTHLY and
+    SAFETY_BACKUP_KEEP_DAYS."""
     return {
         "keep_daily": settings.retention_daily,
         "keep_weekly": settings.retention_weekly,
         "keep_monthly": settings.retention_monthly,
+        "keep_safety_days": settings.safety_backup_keep_days,
     }
 
 
@@ -83,11 +94,12 @@ def plan(
     keep_daily: int = KEEP_DAILY,
     keep_weekly: int = KEEP_WEEKLY,
     keep_monthly: int = KEEP_MONTHLY,
+    keep_safety_days: int = KEEP_SAFETY_DAYS,
     now: datetime | None = None,
 ) -> Plan:
     """Decide which of the table's backups to keep and which to delete as of `now`; reads only."""
     validate_table_name(table)
-    counts = _validate_counts(keep_daily, keep_weekly, keep_monthly)
+    counts = _validate_counts(keep_daily, keep_weekly, keep_monthly, keep_safety_days)
     now = _utc(now)
     attempts = [
         (backup_id, complete, _taken_at(backup_id))
@@ -95,7 +107,12 @@ def plan(
     ]
     reasons: dict[str, list[str]] = defaultdict(list)
 
-    counted = [(backup_id, at) for backup_id, complete, at in attempts if complete and at <= now]
+    complete_now = [(backup_id, at) for backup_id, complete, at in attempts if complete and at <= now]
+    safety = {backup_id for backup_id, _ in complete_now if _is_safety(storage.backups, backup_id)}
+    for backup_id, at in complete_now:
+        if backup_id in safety and now - at <= timedelta(days=keep_safety_days):
+            reasons[backup_id].append(f"safety backup (kept {keep_safety_days} days)")
+    counted = [(backup_id, at) for backup_id, at in complete_now if backup_id not in safety]
     for rule, bucket in _RULES:
         left, last = counts[rule], None
         for backup_id, at in counted:
@@ -106,6 +123,13 @@ def plan(
                 left, last = left - 1, bucket(at)
     if counted:
         reasons[counted[0][0]].append("newest complete")
+    latest = _latest(storage.backups, table, now)
+    if latest is not None:
+        reasons[latest].append("latest (restored in place)")
+    existing = {backup_id for backup_id, _, _ in attempts}
+    for backup_id in held_backups(storage.backups, table, now):
+        if backup_id in existing:
+            reasons[backup_id].append("held by a restore in progress")
 
     for backup_id, complete, at in attempts:
         if at > now:
@@ -121,8 +145,27 @@ def plan(
             why[backup_id] = reasons[backup_id]
         else:
             delete.append(backup_id)
-            why[backup_id] = ["expired"] if complete else ["incomplete"]
+            expired = "expired safety backup" if backup_id in safety else "expired"
+            why[backup_id] = [expired] if complete else ["incomplete"]
     return Plan(table=table, now=now, keep=keep, delete=delete, reasons=why)
+
+
+def _is_safety(container: ContainerClient, backup_id: str) -> bool:
+    """From the manifest, the authority; a refused or vanished one counts as a regular backup."""
+    try:
+        return catalog.read_manifest(container, backup_id).safety
+    except (NotFound, DamagedBackup):
+        return False
+
+
+def _latest(container: ContainerClient, table: str, now: datetime) -> str | None:
+    """The backup `latest` means as of `now` when a mirror restore in place made it so (the newest
+    regular backup is kept anyway); None otherwise or when it cannot be told."""
+    try:
+        state = catalog.newest_state(container, table, now, skip_refused=True)
+    except BackupError:
+        return None
+    return state.backup if state.restore is not None else None
 
 
 def _builds_on(container: ContainerClient, backup_id: str, complete: bool) -> list[str]:
@@ -151,21 +194,28 @@ def _keep_parents(container: ContainerClient, attempts: list, reasons: dict[str,
                 pending.append(parent)
 
 
-def _in_progress_chains(container: ContainerClient, table: str, now: datetime) -> dict[str, str]:
-    """backup -> an attempt in progress now whose chain holds it. Read again just before deleting:
-    an incremental may have started after the plan was made."""
+def _needed_now(container: ContainerClient, table: str, now: datetime) -> dict[str, str]:
+    """backup -> why it is needed right now: the chain of an incremental in progress, of a backup a
+    restore in progress reads, or of `latest` after a mirror restore in place. Read again just before
+    each deletion: any of them may have started or completed after the plan was made."""
     needed: dict[str, str] = {}
+    roots: list[tuple[list[str], str]] = []
     for attempt, complete in catalog.backup_attempts(container, table):
-        if complete or now - _taken_at(attempt) > INCOMPLETE_GRACE:
-            continue
-        chain = recorded_parents(container, attempt)
+        if not complete and now - _taken_at(attempt) <= INCOMPLETE_GRACE:
+            roots.append((recorded_parents(container, attempt), f"parent of {attempt}"))
+    for backup_id in held_backups(container, table, now):
+        roots.append(([backup_id], "held by a restore in progress"))
+    latest = _latest(container, table, now)
+    if latest is not None:
+        roots.append(([latest], "latest (restored in place)"))
+    for chain, why in roots:
         while chain:
-            parent = chain.pop()
-            if parent in needed:
+            backup_id = chain.pop()
+            if backup_id in needed:
                 continue
-            needed[parent] = attempt
-            with contextlib.suppress(NotFound):
-                chain += _builds_on(container, parent, True)
+            needed[backup_id] = why
+            with contextlib.suppress(NotFound, DamagedBackup):
+                chain += _builds_on(container, backup_id, True)
     return needed
 
 
@@ -197,6 +247,7 @@ def prune(
     keep_daily: int = KEEP_DAILY,
     keep_weekly: int = KEEP_WEEKLY,
     keep_monthly: int = KEEP_MONTHLY,
+    keep_safety_days: int = KEEP_SAFETY_DAYS,
     now: datetime | None = None,
     dry_run: bool = False,
     actor: str = "prune_daily",
@@ -204,13 +255,20 @@ def prune(
     """Plan and (unless dry_run) delete, for the named tables or every table with backups. A failing
     table is reported under `failed` and the others still run. Each table's deletions are audited."""
     # Refuse bad input before anything is read.
-    _validate_counts(keep_daily, keep_weekly, keep_monthly)
+    _validate_counts(keep_daily, keep_weekly, keep_monthly, keep_safety_days)
+    if not dry_run:
+        storage.refuse_backup_writes("prune backups")
     # One plan per table, however its name is spelled: plan() finds every spelling's backups.
     names = list({table_key(validate_table_name(t)): t for t in tables}.values()) if tables else None
     now = _utc(now)
     if names is None:
         names = catalog.backed_up_tables(storage.backups)
-    counts = {"keep_daily": keep_daily, "keep_weekly": keep_weekly, "keep_monthly": keep_monthly}
+    counts = {
+        "keep_daily": keep_daily,
+        "keep_weekly": keep_weekly,
+        "keep_monthly": keep_monthly,
+        "keep_safety_days": keep_safety_days,
+    }
     result: dict = {
         "now": _iso(now),
         "dry_run": dry_run,
@@ -231,14 +289,14 @@ def prune(
             log.info("retention planned: %s", summary, extra={"table": table})
             if dry_run:
                 continue
-            deleted, needed = [], _in_progress_chains(storage.backups, table, now)
+            deleted = []
             for backup_id in planned.delete:
-                child = needed.get(backup_id)
-                if child is not None:
-                    log.info("backup kept: table=%s backup=%s (parent of %s, in progress)", table, backup_id, child)
+                why = _needed_now(storage.backups, table, now).get(backup_id)
+                if why is not None:
+                    log.info("backup kept: table=%s backup=%s (%s)", table, backup_id, why)
                     result["delete"].remove(backup_id)
                     result["keep"].append(backup_id)
-                    result["reasons"][backup_id] = [f"parent of {child}"]
+                    result["reasons"][backup_id] = [why]
                     continue
                 delete_backup(storage.backups, backup_id)
                 deleted.append(backup_id)
@@ -253,6 +311,10 @@ def prune(
                 )
             if deleted:
                 record_operation(storage, "PRUNE", actor, table, {"deleted": deleted, **counts})
+            for name in stale_holds(storage.backups, table, now):
+                # A restore's hold that ran out; one an immutability policy still protects stays.
+                with contextlib.suppress(AzureError):
+                    _delete_blob(storage.backups, name)
         except BackupError as error:
             log.error("pruning failed: table=%s: %s", table, error, extra={"table": table, "error": str(error)})
             result["failed"].append({"table": table, "error": str(error)})
@@ -262,8 +324,8 @@ def prune(
     return result
 
 
-def _validate_counts(keep_daily: int, keep_weekly: int, keep_monthly: int) -> dict[str, int]:
-    counts = {"daily": keep_daily, "weekly": keep_weekly, "monthly": keep_monthly}
+def _validate_counts(keep_daily: int, keep_weekly: int, keep_monthly: int, keep_safety_days: int = 0) -> dict:
+    counts = {"daily": keep_daily, "weekly": keep_weekly, "monthly": keep_monthly, "safety_days": keep_safety_days}
     for rule, count in counts.items():
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise InvalidInput(f"invalid keep_{rule} {count!r}: a count of 0 or more")

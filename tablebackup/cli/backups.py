@@ -6,7 +6,7 @@ from datetime import datetime
 
 import click
 
-from tablebackup.cli.common import CommandFailed, human_size, json_option, open_storage
+from tablebackup.cli.common import CommandFailed, current_user, human_size, json_option, open_storage
 from tablebackup.cli.output import emit, progress
 
 
@@ -39,30 +39,58 @@ def _backup_text(data: dict) -> str:
 def backup(table: tuple[str, ...], every_table: bool, incremental: bool, parallel: int, as_json: bool) -> None:
     """Back up tables now: the named ones, --all, or the configured BACKUP_TABLES."""
     from tablebackup.backup.archiver import backup_tables, tables_to_back_up
+    from tablebackup.repository.backupformat import BackupReason
 
     if table and every_table:
         raise click.UsageError("give --table or --all, not both")
     storage = open_storage()
+    reason = BackupReason.on_demand(via="cli", actor=current_user())
     with progress() as report:
         tables = tables_to_back_up(storage, list(table), every_table=every_table)
-        run = backup_tables(storage, tables, incremental=incremental, parallel=parallel, on_progress=report)
+        run = backup_tables(
+            storage, tables, incremental=incremental, parallel=parallel, on_progress=report, reason=reason
+        )
     emit(run.as_json(), as_json, _backup_text)
     if not run.ok:
         raise CommandFailed(run.summary())
 
 
+def _verified(summary: dict) -> str:
+    verification = summary.get("verification")
+    if not verification:
+        return "-"
+    return "passed" if verification["ok"] else "FAILED"
+
+
+def _list_row(b: dict) -> list[str]:
+    if "refused" in b:
+        return [f"  {b['backup']:<40} REFUSED: {b['refused']}"]
+    reason = (b.get("reason") or {}).get("kind", "-")
+    mark = "*" if b.get("latest") else " "
+    row = (
+        f"{mark} {b['backup']:<40} {b['taken_at']:<28} {b['kind']:<12} {reason:<11} {_verified(b):<8} "
+        f"{'?' if b['entities'] is None else format(b['entities'], ','):>10} {human_size(b['bytes']):>10}"
+        f"  {b['parent'] or ''}"
+    )
+    if b.get("safety"):  # which restore or import it was taken before, and how to use it
+        return [row, f"    {b['reason']['text']}; restored only by its id"]
+    return [row]
+
+
 def _list_text(data: dict) -> str:
     if not data["backups"]:
         return f"no complete backups of {data['table']}"
-    rows = [f"{'BACKUP':<40} {'TAKEN AT (UTC)':<28} {'KIND':<12} {'ENTITIES':>10} {'SIZE':>10}  PARENT"]
-    rows += [
-        f"{b['backup']:<40} REFUSED: {b['refused']}"
-        if "refused" in b
-        else f"{b['backup']:<40} {b['taken_at']:<28} {b['kind']:<12} "
-        f"{'?' if b['entities'] is None else format(b['entities'], ','):>10} {human_size(b['bytes']):>10}"
-        f"  {b['parent'] or ''}"
-        for b in data["backups"]
-    ]
+    head = (
+        f"{'BACKUP':<40} {'TAKEN AT (UTC)':<28} {'KIND':<12} {'WHY':<11} {'VERIFIED':<8} {'ENTITIES':>10} {'SIZE':>10}"
+    )
+    rows = [f"  {head}  PARENT"]
+    for b in data["backups"]:
+        rows += _list_row(b)
+    latest = data.get("latest") or {}
+    if latest.get("backup"):
+        rows.append(f"* latest: {latest['why']}")
+    elif latest:
+        rows.append(f"latest: none: {latest['why']}")
     return "\n".join(rows)
 
 
@@ -79,13 +107,15 @@ def _taken_at(summary: dict) -> datetime:
 @click.option("--table", "-t", help="Table (default: TABLE_NAME).")
 @json_option
 def list_backups(table: str | None, as_json: bool) -> None:
-    """List a table's complete backups, newest first, the seed's old ones (kind legacy) included."""
-    from tablebackup.repository import catalog
+    """List a table's complete backups, newest first, the seed's old ones (kind legacy) included: why
+    each was taken (scheduled, on demand, or the safety backup of a restore or import), its last
+    verification, and which one `latest` means (*)."""
+    from tablebackup.backup.listing import describe_backups
     from tablebackup.repository.legacybackups import legacy_backups
 
     storage = open_storage()
     table = table or storage.settings.table_name
-    summaries = catalog.backup_summaries(storage.backups, table)
-    summaries += [old.summary() for old in legacy_backups(storage.backups, table)]
-    summaries.sort(key=_taken_at, reverse=True)
-    emit({"table": table, "backups": summaries}, as_json, _list_text)
+    listing = describe_backups(storage, table)
+    listing["backups"] += [old.summary() for old in legacy_backups(storage.backups, table)]
+    listing["backups"].sort(key=_taken_at, reverse=True)
+    emit(listing, as_json, _list_text)

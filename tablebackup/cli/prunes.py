@@ -28,18 +28,29 @@ def _prune_text(data: dict) -> str:
 @click.option("--keep-daily", type=_count, help="Newest backup of each of the last N days with backups.")
 @click.option("--keep-weekly", type=_count, help="Newest backup of each of the last N ISO weeks with backups.")
 @click.option("--keep-monthly", type=_count, help="Newest backup of each of the last N months with backups.")
+@click.option(
+    "--keep-safety-days",
+    type=_count,
+    help="Keep each safety backup (taken before a restore or import) N days; they fill no daily/weekly/monthly slot.",
+)
 @click.option("--now", type=IsoInstant(), help="Plan as of this instant; backups taken after it are kept.")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @json_option
-def prune(table, keep_daily, keep_weekly, keep_monthly, now, dry_run, as_json) -> None:
-    """Delete backups the retention policy no longer keeps (defaults: RETENTION_DAILY/WEEKLY/MONTHLY)."""
+def prune(table, keep_daily, keep_weekly, keep_monthly, keep_safety_days, now, dry_run, as_json) -> None:
+    """Delete backups the retention policy no longer keeps (defaults: RETENTION_DAILY/WEEKLY/MONTHLY,
+    SAFETY_BACKUP_KEEP_DAYS)."""
     from tablebackup.backup import retention
     from tablebackup.core.names import validate_table_name
 
     for name in table:
         validate_table_name(name)  # before the settings are even read
     storage = open_storage()
-    given = {"keep_daily": keep_daily, "keep_weekly": keep_weekly, "keep_monthly": keep_monthly}
+    given = {
+        "keep_daily": keep_daily,
+        "keep_weekly": keep_weekly,
+        "keep_monthly": keep_monthly,
+        "keep_safety_days": keep_safety_days,
+    }
     counts = retention.policy_from_settings(storage.settings) | {k: v for k, v in given.items() if v is not None}
     result = retention.prune(storage, list(table) or None, **counts, now=now, dry_run=dry_run, actor=current_user())
     emit(result, as_json, _prune_text)

@@ -20,14 +20,26 @@ from tablebackup.cli.output import emit, progress
 
 
 def _restore_text(data: dict) -> str:
-    verb = "would restore" if data["dry_run"] else "restored"
-    text = (
-        f"{verb} {data['restored']:,} entities from {data['backup']} into {data['target']} (mode {data['mode']}); "
-        f"{'would delete' if data['dry_run'] else 'deleted'} {data['deleted']:,}, skipped {data['skipped']:,} "
-        f"in {data['seconds']:.1f} s"
-    )
+    changes = data.get("changes")
+    if changes is not None:  # a dry run that compared: what would change, not what would be written
+        text = (
+            f"dry run: restoring {data['backup']} into {data['target']} (mode {data['mode']}) would create "
+            f"{changes['created']:,}, update {changes['updated']:,} and delete {changes['deleted']:,} entities; "
+            f"{changes['unchanged']:,} unchanged (compared in {data['seconds']:.1f} s)"
+        )
+    else:
+        verb = "would restore" if data["dry_run"] else "restored"
+        text = (
+            f"{verb} {data['restored']:,} entities from {data['backup']} into {data['target']} "
+            f"(mode {data['mode']}); {'would delete' if data['dry_run'] else 'deleted'} {data['deleted']:,}, "
+            f"skipped {data['skipped']:,} in {data['seconds']:.1f} s"
+        )
+    if data.get("chosen"):
+        text += f"\nbackup chosen: {data['chosen']}"
     if data["safety_backup"]:
         text += f"\nsafety backup of {data['target']} taken first: {data['safety_backup']}"
+    if data.get("undo"):
+        text += f"\nto undo this restore: {data['undo']}"
     text += "".join(f"\n{line}" for line in typed_lines(data))
     if "replayed" in data:
         text += (
@@ -47,7 +59,10 @@ def _restore_text(data: dict) -> str:
 @click.command()
 @table_option("The table whose backup to restore.")
 @click.option(
-    "--backup", "-b", help="A backup id, 'latest', or the name of one of the seed's old backups (<table>-<time>.json)."
+    "--backup",
+    "-b",
+    help="A backup id, 'latest' (the table's newest known state, never a safety backup), or the name of one of "
+    "the seed's old backups (<table>-<time>.json).",
 )
 @click.option(
     "--as-of",
@@ -63,7 +78,8 @@ def _restore_text(data: dict) -> str:
     default="replace",
     show_default=True,
     help="replace: InsertOrReplace; merge: InsertOrMerge; missing: only entities the target lacks; "
-    "mirror: also delete what the backup lacks (after a safety backup).",
+    "mirror: also delete what the backup lacks. Into an existing table, replace, merge and mirror first "
+    "take a safety backup of it, and print the command that undoes the restore.",
 )
 @click.option("--dry-run", is_flag=True, help="Report what would be written and deleted; write nothing.")
 @click.option("--force", is_flag=True, help="Restore even if the data blob does not match its manifest's checksum.")

@@ -4,6 +4,10 @@ A backup `<table>-<yyyymmddThhmmss.ffffff>Z` is two blobs in the backup containe
   <id>/data.ndjson.gz   gzip NDJSON, one entity per line (see tablebackup.core.entities)
   <id>/manifest.json    written last; a backup without it is incomplete and never used
 Both are write-once. Names start with `<table>-` so lifecycle prefix rules can match a table.
+
+Every manifest records why its backup was taken (`reason`, a BackupReason): by the schedule, on
+demand, or as the safety backup of a named restore or import. A manifest written before the reason
+was recorded has none and counts as a regular backup (tablebackup.repository.catalog).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -68,6 +73,86 @@ class BlobInfo(BaseModel):
     sha256: str
 
 
+SCHEDULED, ON_DEMAND, SAFETY = "scheduled", "on-demand", "safety"
+
+
+class BackupReason(BaseModel):
+    """Why a backup was taken. A safety backup is the state of a table just before a restore or an
+    import wrote into it: it is restored only by its id, never as `latest`, and retention keeps it
+    by a rule of its own (SAFETY_BACKUP_KEEP_DAYS)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: Literal["scheduled", "on-demand", "safety"]
+    via: str | None = None  # "timer", "cli" or "http"
+    actor: str | None = None  # who asked (the CLI's OS user, the HTTP caller)
+    # A safety backup: what it was taken before ("restore" or "import"), into which table, and for
+    # a restore the backup restored, its mode, and its queued operation.
+    before: Literal["restore", "import"] | None = None
+    target: str | None = None
+    restoring: str | None = None
+    mode: str | None = None
+    operation: str | None = None
+    source: str | None = None  # an import's input
+
+    @classmethod
+    def scheduled(cls) -> BackupReason:
+        return cls(kind=SCHEDULED, via="timer")
+
+    @classmethod
+    def on_demand(cls, via: str | None = None, actor: str | None = None) -> BackupReason:
+        return cls(kind=ON_DEMAND, via=via, actor=actor)
+
+    @classmethod
+    def before_restore(
+        cls, target: str, restoring: str, mode: str, actor: str | None = None, operation: str | None = None
+    ) -> BackupReason:
+        return cls(
+            kind=SAFETY,
+            before="restore",
+            target=target,
+            restoring=restoring,
+            mode=mode,
+            actor=actor,
+            operation=operation,
+        )
+
+    @classmethod
+    def before_import(cls, target: str, source: str, mode: str, actor: str | None = None) -> BackupReason:
+        return cls(kind=SAFETY, before="import", target=target, source=source, mode=mode, actor=actor)
+
+    @property
+    def safety(self) -> bool:
+        return self.kind == SAFETY
+
+    def describe(self) -> str:
+        """One line: `scheduled`, `on demand (cli, alice)`, `safety backup before restoring X (mode
+        mirror) into T`."""
+        who = ", ".join(part for part in (self.via, self.actor) if part)
+        if self.kind == SCHEDULED:
+            return "scheduled"
+        if self.kind == ON_DEMAND:
+            return "on demand" + (f" ({who})" if who else "")
+        if self.before == "import":
+            what = f"importing {self.source or 'a file'} into {self.target}"
+        else:
+            what = f"restoring {self.restoring} into {self.target}"
+        mode = f", mode {self.mode}" if self.mode else ""
+        by = f", by {self.actor}" if self.actor else ""
+        operation = f", operation {self.operation}" if self.operation else ""
+        return f"safety backup before {what}{mode}{by}{operation}"
+
+    def as_json(self) -> dict:
+        return {
+            **{name: value for name, value in self.model_dump().items() if value is not None},
+            "text": self.describe(),
+        }
+
+
+# What a manifest without a reason (written before it was recorded) is shown as: a regular backup.
+UNRECORDED_REASON = {"kind": "unrecorded", "text": "not recorded (taken before reasons were); a regular backup"}
+
+
 class Manifest(BaseModel):
     """What a complete backup holds; its presence is what makes the backup complete."""
 
@@ -98,6 +183,16 @@ class Manifest(BaseModel):
     compression: str = "gzip"
     encoding: str = "ndjson-odata-minimalmetadata"
     tool_version: str = TOOL_VERSION
+    # Why it was taken; None in manifests written before it was recorded (a regular backup).
+    reason: BackupReason | None = None
+
+    @property
+    def safety(self) -> bool:
+        """A safety backup: taken just before a restore or an import wrote into its table."""
+        return self.reason is not None and self.reason.safety
+
+    def reason_json(self) -> dict:
+        return self.reason.as_json() if self.reason else dict(UNRECORDED_REASON)
 
     def data_parts(self) -> list[BlobInfo]:
         """The data blobs, in key order: one, or the parts of a fan-out backup."""
@@ -144,6 +239,8 @@ class Manifest(BaseModel):
             "startedat": _iso(self.started_at),
             "finishedat": _iso(self.finished_at),
         }
+        if self.reason is not None:
+            metadata["reason"] = self.reason.kind
         return {**metadata, "parent": self.parent} if self.parent else metadata
 
     def summary(self) -> dict:
@@ -159,6 +256,8 @@ class Manifest(BaseModel):
             "taken_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "source_account": self.source_account,
+            "reason": self.reason_json(),
+            "safety": self.safety,
         }
 
 

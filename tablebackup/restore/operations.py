@@ -1,5 +1,11 @@
 """Restores requested over HTTP: small ones run at once; large ones are queued, run by a queue
-worker, and their progress and outcome are kept in a table so status survives restarts."""
+worker, and their progress and outcome are kept in a table so status survives restarts.
+
+A request is resolved once, when it is asked: the backup `latest` or an as-of instant means then is
+pinned in the request (RestoreRequest.resolved), named in the answer, the operation's status and
+the audit entry, and every delivery of the queued message restores exactly it. The safety backup the
+first delivery takes is kept on the operation's row, and a redelivery reuses it: the undo goes back
+to the table as it was before the operation began."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import re
 import time
 import uuid
 from dataclasses import asdict
+from dataclasses import replace as replace_fields
 from datetime import UTC, datetime
 
 import orjson
@@ -58,10 +65,10 @@ def request_from_json(data: dict) -> RestoreRequest:
     return RestoreRequest(**{**fields, "as_of": as_of})
 
 
-def _run(storage: Storage, request: RestoreRequest, replay_audit: bool, on_progress=None) -> dict:
+def _run(storage: Storage, request: RestoreRequest, replay_audit: bool, on_progress=None, **safety) -> dict:
     if replay_audit:
-        return restore_to_instant(storage, request, on_progress=on_progress).as_json()
-    return restore(storage, request, on_progress=on_progress).as_json()
+        return restore_to_instant(storage, request, on_progress=on_progress, **safety).as_json()
+    return restore(storage, request, on_progress=on_progress, **safety).as_json()
 
 
 def start(storage: Storage, request: RestoreRequest, *, replay_audit: bool = False) -> tuple[dict, str | None]:
@@ -72,18 +79,22 @@ def start(storage: Storage, request: RestoreRequest, *, replay_audit: bool = Fal
     Returns (answer, queue message): the message is None when the restore already ran."""
     # Every refusal happens here, before anything is written.
     checked = check_point_in_time(storage, request) if replay_audit else check_request(storage, request)
+    # What `latest` or the instant means now is what this request restores, however often it runs.
+    request = replace_fields(request, resolved=checked.manifest.backup)
     entities = state_size(checked.manifest)
     if entities <= storage.settings.restore_http_max_entities:
         return _run(storage, request, replay_audit), None
     operation = uuid.uuid4().hex
+    request = replace_fields(request, operation=operation)
     _create_table(storage)
     data = request_json(request, replay_audit=replay_audit)
-    _save(storage, operation, status="queued", request=orjson.dumps(data).decode())
+    _save(storage, operation, status="queued", request=orjson.dumps(data).decode(), backup=checked.manifest.backup)
     log.info("restore queued: operation=%s table=%s backup=%s", operation, request.table, checked.manifest.backup)
     answer = {
         "operation": operation,
         "status": "queued",
         "backup": checked.manifest.backup,
+        "chosen": checked.chosen,
         "entities": entities,
         "statusUrl": f"/api/restore/{operation}",
     }
@@ -109,6 +120,7 @@ def run_queued(storage: Storage, message: str | bytes, delivery: int) -> None:
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         log.error("restore message refused: %s", error)
         return  # malformed: retrying can never help
+    earlier = _row(storage, operation)
     _save(storage, operation, status="running", delivery=delivery)
     last = [time.monotonic()]
 
@@ -117,8 +129,18 @@ def run_queued(storage: Storage, message: str | bytes, delivery: int) -> None:
             last[0] = time.monotonic()
             _save(storage, operation, status="running", progress=count)
 
+    def keep_safety(backup: str) -> None:
+        _save(storage, operation, safety_backup=backup)
+
     try:
-        result = _run(storage, request, replay_audit, on_progress=report)
+        result = _run(
+            storage,
+            request,
+            replay_audit,
+            on_progress=report,
+            reuse_safety=earlier.get("safety_backup"),
+            on_safety_backup=keep_safety,
+        )
     except StorageUnavailable as error:
         final = delivery >= MAX_DELIVERIES
         _save(storage, operation, status="failed" if final else "retrying", error=str(error))
@@ -131,20 +153,29 @@ def run_queued(storage: Storage, message: str | bytes, delivery: int) -> None:
     _save(storage, operation, status="succeeded", result=orjson.dumps(result).decode())
 
 
+def _row(storage: Storage, operation: str) -> dict:
+    """The operation's row as recorded so far; {} if there is none."""
+    try:
+        return dict(
+            storage.tables.get_table_client(storage.settings.restore_operations_table).get_entity(_PARTITION, operation)
+        )
+    except ResourceNotFoundError:
+        return {}
+    except AzureError as error:
+        raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
+
+
 def status(storage: Storage, operation: str) -> dict:
     if not _OPERATION_RE.match(operation or ""):
         raise InvalidInput(f"invalid operation id {operation!r}: expected 32 hex digits")
-    try:
-        entity = storage.tables.get_table_client(storage.settings.restore_operations_table).get_entity(
-            _PARTITION, operation
-        )
-    except ResourceNotFoundError:
-        raise NotFound(f"restore operation {operation!r} not found") from None
-    except AzureError as error:
-        raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
+    entity = _row(storage, operation)
+    if not entity:
+        raise NotFound(f"restore operation {operation!r} not found")
     return {
         "operation": operation,
         "status": entity["status"],
+        "backup": entity.get("backup"),
+        "safety_backup": entity.get("safety_backup"),
         "request": orjson.loads(entity["request"]) if entity.get("request") else None,
         "progress": entity.get("progress"),
         "result": orjson.loads(entity["result"]) if entity.get("result") else None,

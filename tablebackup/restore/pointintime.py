@@ -4,11 +4,14 @@ Azure Tables has no point-in-time restore, but an application that reports its c
 trail (one INSERT, UPDATE or DELETE entry per change, with the whole entity as afterData) lets us
 restore to any instant:
 
-1. the backup: the newest complete backup that finished at or before the instant (one still running
-   at the instant may already hold later changes), restored by tablebackup.restore.restorer.restore;
-2. the replay: the audited changes of the table from the backup's start up to the instant, in time
-   order, applied to the same target. Changes made while the backup ran may or may not be in it;
-   replaying from its start is safe because a replay writes whole entities (InsertOrReplace of
+1. the backup: the table's newest known state at the instant (tablebackup.repository.catalog): the
+   newest complete regular backup that finished at or before it (one still running at the instant
+   may already hold later changes; never a safety backup), or the backup an unfiltered mirror
+   restore in place completed by then made the table's state; restored by
+   tablebackup.restore.restorer.restore;
+2. the replay: the audited changes of the table from the backup's start (or that restore's start)
+   up to the instant, in time order, applied to the same target. Changes made while the backup ran
+   may or may not be in it; replaying from its start is safe because a replay writes whole entities (InsertOrReplace of
    afterData, exactly as sent, types included) or deletes.
 
 Replay collapses the changes per entity first (the last change wins): an entity group transaction
@@ -52,13 +55,13 @@ from tablebackup.audit.messages import DATA_OPERATIONS, instant_text
 from tablebackup.core import telemetry
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import BackupError, DamagedBackup, InvalidInput, NotFound
-from tablebackup.core.names import validate_table_name
+from tablebackup.core.names import table_key, validate_backup_id, validate_table_name
 from tablebackup.repository import catalog, erasures
 from tablebackup.repository.backupformat import Manifest
 from tablebackup.repository.chain import state_entities
 from tablebackup.repository.erasures import Erasures
 from tablebackup.restore.auditchanges import Change, first_change_after, read_changes
-from tablebackup.restore.restorer import RestoreRequest, RestoreResult, choose_backup, restore
+from tablebackup.restore.restorer import RestoreRequest, RestoreResult, restore
 from tablebackup.storage.odatafilter import ODataFilter, parse_filter
 from tablebackup.storage.tablequery import iter_pages, odata_string
 from tablebackup.storage.tables import create_table, table_exists
@@ -115,20 +118,31 @@ def _gap(timestamp: str, entity_key: str | None, reason: str) -> dict:
 # Choosing the backup
 
 
-def backup_for_instant(storage: Storage, table: str, instant: datetime) -> Manifest:
-    """The newest complete backup of `table` that finished at or before `instant`."""
+def state_for_instant(
+    storage: Storage, table: str, instant: datetime, resolved: str | None = None
+) -> catalog.KnownState:
+    """The table's newest known state finished at or before `instant` (catalog.newest_state); with
+    `resolved`, the backup it resolved to when the restore was first asked, and from when to replay."""
     instant = _utc(instant)
-    candidate = instant
-    while True:
-        try:
-            manifest = choose_backup(storage, table, None, candidate)
-        except NotFound:
-            raise NotFound(
-                f"table {table!r} has no complete backup finished at or before {instant_text(instant)}"
-            ) from None
-        if _utc(manifest.finished_at) <= instant:
-            return manifest
-        candidate = _utc(manifest.started_at) - timedelta(microseconds=1)  # the next older backup
+    try:
+        state = catalog.newest_state(storage.backups, table, instant, finished_by=True)
+    except NotFound:
+        if resolved is None:
+            raise
+        state = None
+    if resolved is None or (state is not None and state.backup == resolved):
+        return state
+    manifest = catalog.read_manifest(storage.backups, validate_backup_id(resolved))
+    if table_key(manifest.table) != table_key(table) or _utc(manifest.finished_at) > instant:
+        raise InvalidInput(
+            f"backup {resolved!r} is no backup of {table!r} finished at or before {instant_text(instant)}"
+        )
+    return catalog.KnownState(manifest, manifest.started_at, manifest.finished_at)
+
+
+def backup_for_instant(storage: Storage, table: str, instant: datetime) -> Manifest:
+    """The backup of the table's newest known state finished at or before `instant`."""
+    return state_for_instant(storage, table, instant).manifest
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,9 @@ class Checked:
     target: str
     predicate: ODataFilter | None
     as_of: datetime
+    replay_from: datetime  # the state's start: the backup's, or that of the restore that made it
+    known_at: datetime  # the state's end: the backup's finish, or the restore's
+    chosen: str = ""
 
 
 def check_point_in_time(storage: Storage, request: RestoreRequest) -> Checked:
@@ -154,7 +171,9 @@ def check_point_in_time(storage: Storage, request: RestoreRequest) -> Checked:
         )
     predicate = parse_filter(request.filter) if request.filter else None
     as_of = _utc(request.as_of)
-    return Checked(backup_for_instant(storage, request.table, as_of), target, predicate, as_of)
+    state = state_for_instant(storage, request.table, as_of, request.resolved)
+    chosen = f"as of {instant_text(as_of)}: {state.describe()}"
+    return Checked(state.manifest, target, predicate, as_of, _utc(state.since), _utc(state.known_at), chosen)
 
 
 # Collapsing the changes
@@ -331,10 +350,10 @@ class PointInTimeResult:
         }
 
 
-def _coverage(storage: Storage, table: str, manifest: Manifest, as_of: datetime, replay: Replay) -> str | None:
+def _coverage(storage: Storage, table: str, known_at: datetime, as_of: datetime, replay: Replay) -> str | None:
     """None when the audit trail covers the whole window, else the instant its evidence ends."""
     as_of_text = instant_text(as_of)
-    covered = max(instant_text(manifest.finished_at), replay.newest or "")
+    covered = max(instant_text(known_at), replay.newest or "")
     if covered >= as_of_text or first_change_after(storage, table, as_of) is not None:
         return None
     return covered
@@ -345,22 +364,31 @@ def restore_to_instant(
     request: RestoreRequest,
     *,
     on_progress: Callable[[int], None] | None = None,
+    reuse_safety: str | None = None,
+    on_safety_backup: Callable[[str], None] | None = None,
 ) -> PointInTimeResult:
-    """Restore the newest backup finished by request.as_of, then replay the audited changes from the
-    backup's start up to as_of into the same target. With dry_run, count and write nothing."""
+    """Restore the newest known state finished by request.as_of, then replay the audited changes from
+    that state's start up to as_of into the same target. With dry_run, count and write nothing."""
     started = time.monotonic()
     checked = check_point_in_time(storage, request)
     manifest, target, as_of = checked.manifest, checked.target, checked.as_of
     # The audit trail is read before anything is written: a failure here leaves the target untouched.
     with closing(Replay(checked.predicate, erasures.load(storage, request.table))) as replay:
-        for change in read_changes(storage, request.table, manifest.started_at, as_of):
+        for change in read_changes(storage, request.table, checked.replay_from, as_of):
             replay.add(change)
-        covered = _coverage(storage, request.table, manifest, as_of, replay)
+        covered = _coverage(storage, request.table, checked.known_at, as_of, replay)
 
+        base_request = replace_fields(request, backup=manifest.backup, as_of=None, target=target, resolved=None)
         base = restore(
-            storage, replace_fields(request, backup=manifest.backup, as_of=None, target=target), on_progress=on_progress
+            storage,
+            base_request,
+            on_progress=on_progress,
+            reuse_safety=reuse_safety,
+            on_safety_backup=on_safety_backup,
+            whole_state=False,  # the replay goes on top: the table will not be the backup's state
         )
-        result = PointInTimeResult(base=base, as_of=instant_text(as_of), replay_from=instant_text(manifest.started_at))
+        base.chosen = checked.chosen
+        result = PointInTimeResult(base=base, as_of=instant_text(as_of), replay_from=instant_text(checked.replay_from))
         client = storage.tables.get_table_client(target)
         with telemetry.operation("replay", target, backup=manifest.backup):
             operations = replay.operations(client)
@@ -435,11 +463,13 @@ def _audited_state(changes: list[Change]) -> tuple[dict | None, Change | None, C
 
 def _backup_holding(storage: Storage, table: str, key: tuple[str, str], before: str | None) -> Manifest | None:
     """The newest complete backup of `table` taken before `before` (canonical instant) that holds `key`.
-    A backup's entities are in key order, so each is read only up to where the key would be."""
+    A backup's entities are in key order, so each is read only up to where the key would be. Never a
+    safety backup (an implicit choice: tablebackup.repository.catalog)."""
     wanted = _order(key)
-    for backup_id in catalog.backup_ids(storage.backups, table):
+    for backup_id, manifest in catalog.regular_manifests(storage.backups, table):
         try:
-            manifest = catalog.read_manifest(storage.backups, backup_id)
+            if isinstance(manifest, DamagedBackup):
+                raise manifest
             if before is not None and instant_text(manifest.started_at) >= before:
                 continue
             if _holds(storage, manifest, wanted):

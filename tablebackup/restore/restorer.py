@@ -6,28 +6,44 @@ lacks), mirror (the filtered scope of the target becomes exactly the backup's, d
 missing and mirror compare the backup with the target window by window: a window is up to 1,000
 backup entities in the order the service listed them, and the target is read only over that
 window's key range, so memory stays bounded and key order is always the service's own.
+
+Which backup: the id named, or what `latest` and --as-of mean (tablebackup.repository.catalog:
+never a safety backup). Whatever a request resolved when it was first asked is pinned in
+`resolved`, so a retry, a queue redelivery or a rerun restores exactly that backup.
+
+Safety: a restore that can overwrite or delete entities of an existing table (replace, merge,
+mirror) first takes a safety backup of it (its manifest says so, and for which restore); the result
+names it and the command that undoes the restore. `missing` only adds entities the table lacks: it
+overwrites nothing, so it takes none. While it runs, a restore holds its backup against `prune`
+(tablebackup.repository.attempts). A completed restore into the table itself is recorded
+(catalog.record_restore): an unfiltered mirror makes its backup the table's newest known state.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from azure.core.exceptions import AzureError
+
 from tablebackup.audit.entries import record_operation
 from tablebackup.backup.archiver import backup_table
 from tablebackup.core import telemetry
 from tablebackup.core.clients import Storage
-from tablebackup.core.errors import InvalidInput, NotFound
-from tablebackup.core.names import BACKUP_ID_RE, table_key, validate_backup_id, validate_table_name
+from tablebackup.core.errors import BackupError, InvalidInput, NotFound
+from tablebackup.core.names import table_key, validate_backup_id, validate_table_name
 from tablebackup.repository import catalog, erasures
-from tablebackup.repository.backupformat import Manifest
+from tablebackup.repository.attempts import hold_backup, release_hold
+from tablebackup.repository.backupformat import BackupReason, Manifest
 from tablebackup.repository.chain import state_entities
 from tablebackup.repository.erasures import Erasures
 from tablebackup.repository.integrity import check_whole_backup
 from tablebackup.repository.legacybackups import LegacyBackup, is_legacy_name, legacy_backups, read_legacy_backup
+from tablebackup.restore.drydiff import DIFF_MODES, dry_run_changes
 from tablebackup.restore.legacy import LegacyRead, read_legacy
 from tablebackup.storage.odatafilter import ODataFilter, parse_filter
 from tablebackup.storage.reconcile import MODES, Tally, plan_operations
@@ -57,6 +73,15 @@ class RestoreRequest:
     include_legacy: bool = False
     types: dict[str, str] = field(default_factory=dict)
     infer_types: bool = False
+    # The backup id `backup` or `as_of` resolved to when the restore was first asked: every retry,
+    # redelivery or rerun of this request restores exactly it.
+    resolved: str | None = None
+    # The queued operation this request runs as (named in its safety backup's reason).
+    operation: str | None = None
+
+
+# The modes that can overwrite or delete what the table holds: they take a safety backup first.
+SAFETY_MODES = ("replace", "merge", "mirror")
 
 
 @dataclass
@@ -69,9 +94,16 @@ class RestoreResult:
     skipped: int = 0
     erased: int = 0  # entities left out because their keys were erased (GDPR)
     safety_backup: str | None = None
+    # The command that puts the target back as the safety backup found it.
+    undo: str | None = None
+    # Why this backup: named by its id, or what `latest` / --as-of resolved to.
+    chosen: str = ""
     seconds: float = 0.0
     dry_run: bool = False
+    # A dry run of replace or mirror: {created, updated, unchanged, deleted} (tablebackup.restore.drydiff).
+    changes: dict[str, int] | None = None
     typed: dict[str, dict[str, int]] = field(default_factory=dict)  # what --infer-types typed (legacy)
+    warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
@@ -83,6 +115,7 @@ class _Checked:
     target: str
     predicate: ODataFilter | None
     legacy: LegacyRead | None = None  # an old backup, validated whole before the first write
+    chosen: str = ""  # why this backup
 
 
 def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
@@ -94,55 +127,72 @@ def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
         storage.settings, request.table, request.target, mode=request.mode, allow_app_table=request.allow_app_table
     )
     predicate = parse_filter(request.filter) if request.filter else None
-    if request.include_legacy:
-        chosen = choose_with_legacy(storage, request.table, request.backup, request.as_of)
+    if request.include_legacy and request.resolved is None:
+        chosen, why = choose_with_legacy(storage, request.table, request.backup, request.as_of)
     else:
-        chosen = choose_backup(storage, request.table, request.backup, request.as_of)
+        chosen, why = resolve_backup(storage, request.table, request.backup, request.as_of, request.resolved)
     if isinstance(chosen, LegacyBackup):
         legacy = read_legacy(storage, chosen, request.mode, TypeRules(request.types, request.infer_types))
-        return _Checked(manifest=chosen, target=target, predicate=predicate, legacy=legacy)
-    return _Checked(manifest=chosen, target=target, predicate=predicate)
+        return _Checked(manifest=chosen, target=target, predicate=predicate, legacy=legacy, chosen=why)
+    return _Checked(manifest=chosen, target=target, predicate=predicate, chosen=why)
+
+
+def _named(storage: Storage, table: str, backup: str) -> Manifest:
+    manifest = catalog.read_manifest(storage.backups, validate_backup_id(backup))
+    if table_key(manifest.table) != table_key(table):
+        raise InvalidInput(f"backup {backup!r} is of table {manifest.table!r}, not {table!r}")
+    return manifest
+
+
+def resolve_backup(
+    storage: Storage, table: str, backup: str | None, as_of: datetime | None, resolved: str | None = None
+) -> tuple[Manifest, str]:
+    """The backup to restore and why: the one `resolved` pins (what the request resolved when first
+    asked), the id named, `latest` (the table's newest known state), or the newest known state at
+    `as_of`. Neither `latest` nor --as-of ever takes a safety backup (tablebackup.repository.catalog)."""
+    if (backup is None) == (as_of is None):
+        raise InvalidInput("give exactly one of a backup id, 'latest', or an as-of time")
+    if backup is not None and is_legacy_name(backup):
+        raise InvalidInput(f"{backup!r} is one of the seed's old backups: restore it with the CLI's restore --backup")
+    if resolved is not None:
+        asked = "latest" if backup == "latest" else f"as of {as_of.isoformat()}" if backup is None else "its id"
+        return _named(storage, table, resolved), f"{resolved}, as {asked} resolved when the restore was first asked"
+    if backup == "latest":
+        state = catalog.newest_state(storage.backups, table)
+        return state.manifest, f"latest: {state.describe()}"
+    if backup is not None:
+        manifest = _named(storage, table, backup)
+        kind = "a safety backup, " if manifest.safety else ""
+        return manifest, f"named by its id ({kind}{manifest.reason_json()['text']})"
+    state = catalog.newest_state(storage.backups, table, as_of)
+    return state.manifest, f"as of {as_of.isoformat()}: {state.describe()}"
 
 
 def choose_backup(storage: Storage, table: str, backup: str | None, as_of: datetime | None) -> Manifest:
-    """The backup named, the latest, or the newest taken at or before `as_of`."""
-    if (backup is None) == (as_of is None):
-        raise InvalidInput("give exactly one of a backup id, 'latest', or an as-of time")
-    if backup == "latest":
-        return catalog.latest_backup(storage.backups, table)
-    if backup is not None and is_legacy_name(backup):
-        raise InvalidInput(f"{backup!r} is one of the seed's old backups: restore it with the CLI's restore --backup")
-    if backup is not None:
-        manifest = catalog.read_manifest(storage.backups, validate_backup_id(backup))
-        if table_key(manifest.table) != table_key(table):
-            raise InvalidInput(f"backup {backup!r} is of table {manifest.table!r}, not {table!r}")
-        return manifest
-    instant = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-    for backup_id in catalog.backup_ids(storage.backups, table):
-        stamp = datetime.strptime(BACKUP_ID_RE.match(backup_id)["stamp"], "%Y%m%dT%H%M%S.%fZ")
-        if stamp.replace(tzinfo=UTC) <= instant:
-            return catalog.read_manifest(storage.backups, backup_id)
-    raise NotFound(f"table {table!r} has no complete backup taken at or before {instant.isoformat()}")
+    """The backup named, the latest, or the newest known state at `as_of` (resolve_backup)."""
+    return resolve_backup(storage, table, backup, as_of)[0]
 
 
 def choose_with_legacy(
     storage: Storage, table: str, backup: str | None, as_of: datetime | None
-) -> Manifest | LegacyBackup:
-    """As choose_backup, the seed's old backups included: by name, or when one is the newest."""
+) -> tuple[Manifest | LegacyBackup, str]:
+    """As resolve_backup, the seed's old backups included: by name, or when one is the newest."""
     if backup is not None and is_legacy_name(backup):
         found = read_legacy_backup(storage.backups, backup)
         if table_key(found.table) != table_key(table):
             raise InvalidInput(f"backup {backup!r} is of table {found.table!r}, not {table!r}")
-        return found
+        return found, "named by its name (one of the seed's old backups)"
     instant = None if as_of is None else (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
     old = [b for b in legacy_backups(storage.backups, table) if instant is None or b.taken_at <= instant]
     if backup not in (None, "latest") or not old:
-        return choose_backup(storage, table, backup, as_of)
+        return resolve_backup(storage, table, backup, as_of)
     try:
-        current = choose_backup(storage, table, backup, as_of)
+        current, why = resolve_backup(storage, table, backup, as_of)
     except NotFound:
-        return old[0]
-    return current if current.started_at.astimezone(UTC) >= old[0].taken_at else old[0]
+        return old[0], f"{backup or 'as of'}: the seed's old backup {old[0].backup}; the table has no newer one"
+    if current.started_at.astimezone(UTC) >= old[0].taken_at:
+        return current, why
+    return old[0], f"{backup or 'as of'}: the seed's old backup {old[0].backup} is newer than any backup of the app"
 
 
 def _backup_entities(
@@ -159,56 +209,89 @@ def _backup_entities(
             yield entity
 
 
+def undo_command(target: str, safety_backup: str, query_filter: str | None = None) -> str:
+    """The command that puts the target back as its safety backup found it: within the filter's
+    scope when the restore had one."""
+    command = f"tablebackup restore --table {target} --backup {safety_backup} --mode mirror"
+    return command + (f" --filter {shlex.quote(query_filter)}" if query_filter else "")
+
+
+def _safety_backup(
+    storage: Storage, request: RestoreRequest, manifest, target: str, reuse: str | None
+) -> tuple[str, bool]:
+    """The target's safety backup: the one an earlier delivery of this very operation took (so the
+    undo goes back to before the operation began), else a new one. Returns (id, taken now)."""
+    if reuse is not None:
+        try:
+            earlier = catalog.read_manifest(storage.backups, reuse)
+        except BackupError as error:
+            log.warning("taking a new safety backup: the earlier one is unusable: %s", error)
+        else:
+            if earlier.safety and table_key(earlier.table) == table_key(target):
+                return earlier.backup, False
+    reason = BackupReason.before_restore(target, manifest.backup, request.mode, request.actor, request.operation)
+    return backup_table(storage, target, reason=reason).backup, True
+
+
+def _record(storage: Storage, request: RestoreRequest, checked: _Checked, result: RestoreResult, begun, whole) -> None:
+    """Record a completed restore into the table itself (catalog.record_restore); if that cannot be
+    written, the restore stands and its result says what to do."""
+    if table_key(checked.target) != table_key(request.table) or checked.legacy is not None:
+        return
+    record = catalog.RestoreRecord(
+        table=table_key(request.table),
+        backup=result.backup,
+        mode=request.mode,
+        whole=whole and request.mode == "mirror" and request.filter is None,
+        started_at=begun,
+        restored_at=datetime.now(UTC),
+        filter=request.filter,
+        safety_backup=result.safety_backup,
+        actor=request.actor,
+        operation=request.operation,
+    )
+    try:
+        catalog.record_restore(storage.backups, record)
+    except (BackupError, AzureError) as error:
+        warning = (
+            f"the record of this restore could not be written ({str(error).splitlines()[0]}): `latest` and the "
+            "status do not know of it; take a backup of the table now"
+        )
+        log.error("restore of %s: %s", request.table, warning, extra={"table": request.table})
+        result.warnings.append(warning)
+
+
 def restore(
     storage: Storage,
     request: RestoreRequest,
     *,
     on_progress: Callable[[int], None] | None = None,
+    reuse_safety: str | None = None,
+    on_safety_backup: Callable[[str], None] | None = None,
+    whole_state: bool = True,
 ) -> RestoreResult:
-    """Restore as the request asks; with dry_run, count what would change and write nothing."""
+    """Restore as the request asks; with dry_run, count what would change and write nothing.
+
+    reuse_safety: the safety backup an earlier delivery of the same operation took. on_safety_backup
+    is called with the safety backup's id as soon as it is complete. whole_state=False: the table
+    will not be the backup's state when this returns (a point-in-time restore replays on top)."""
     started = time.monotonic()
+    begun = datetime.now(UTC)
     checked = check_request(storage, request)
     manifest, target = checked.manifest, checked.target
-    if not request.force and checked.legacy is None:  # an old backup has no checksums to check
-        # The whole chain is read once before the first write: a damaged backup changes nothing.
-        check_whole_backup(storage.backups, manifest)
-    context = {"table": request.table, "backup": manifest.backup, "target": target, "mode": request.mode}
-    log.info("restore started: %s", " ".join(f"{k}={v}" for k, v in context.items()), extra=context)
-
-    with telemetry.operation("restore", target, backup=manifest.backup, mode=request.mode):
-        result = RestoreResult(backup=manifest.backup, target=target, mode=request.mode, dry_run=request.dry_run)
-        result.typed = checked.legacy.scan.rules.typed_report() if checked.legacy else {}
-        exists = table_exists(storage, target)
-        if request.mode == "mirror" and exists and not request.dry_run:
-            # The seed's pre-restore backup: mirror deletes, so keep what it replaces.
-            result.safety_backup = backup_table(storage, target).backup
-        if not exists and not request.dry_run:
-            create_table(storage, target)
-
-        client = storage.tables.get_table_client(target)
-        tally = Tally()
-        erased = erasures.load(storage, request.table)
-        operations = plan_operations(
-            _backup_entities(storage, checked, checked.predicate, erased),
-            request.mode,
-            client,
-            exists,
-            checked.predicate,
-            tally,
-        )
-        if request.dry_run:
-            for _ in operations:
-                pass
-        else:
-            workers = storage.settings.restore_workers
-            outcome = submit_operations(client, operations, workers=workers, on_progress=on_progress)
-            # What this run wrote, not what it planned: an insert whose entity another writer put
-            # there meanwhile is skipped; a delete of an entity already gone is not counted.
-            tally.restored, tally.deleted = outcome.written, outcome.deleted
-            tally.skipped += outcome.existing
-        telemetry.record_volume("restore", target, tally.restored + tally.deleted)
-    result.restored, result.deleted, result.skipped = tally.restored, tally.deleted, tally.skipped
-    result.erased = erased.skipped
+    hold = None
+    if checked.legacy is None:
+        try:  # before the chain is read: prune keeps what this restore reads
+            hold = hold_backup(storage.backups, manifest.backup)
+        except AzureError as error:  # e.g. the backups' read-only secondary: nothing prunes there either
+            log.warning("restore of %s: no hold on %s: %s", request.table, manifest.backup, str(error).splitlines()[0])
+    try:
+        result = _restore(storage, request, checked, on_progress, reuse_safety, on_safety_backup)
+        if not request.dry_run:
+            _record(storage, request, checked, result, begun, whole_state)
+    finally:
+        if hold is not None:
+            release_hold(storage.backups, hold)
     result.seconds = time.monotonic() - started
     if not request.dry_run:
         record_operation(
@@ -229,6 +312,69 @@ def restore(
         result.deleted,
         result.skipped,
         request.actor,
-        extra={**context, **result.as_json(), "actor": request.actor},
+        extra={
+            "table": request.table,
+            "target": target,
+            "mode": request.mode,
+            **result.as_json(),
+            "actor": request.actor,
+        },
     )
+    return result
+
+
+def _restore(
+    storage: Storage,
+    request: RestoreRequest,
+    checked: _Checked,
+    on_progress: Callable[[int], None] | None,
+    reuse_safety: str | None,
+    on_safety_backup: Callable[[str], None] | None,
+) -> RestoreResult:
+    manifest, target = checked.manifest, checked.target
+    if not request.force and checked.legacy is None:  # an old backup has no checksums to check
+        # The whole chain is read once before the first write: a damaged backup changes nothing.
+        check_whole_backup(storage.backups, manifest)
+    context = {"table": request.table, "backup": manifest.backup, "target": target, "mode": request.mode}
+    log.info(
+        "restore started: %s (%s)", " ".join(f"{k}={v}" for k, v in context.items()), checked.chosen, extra=context
+    )
+
+    with telemetry.operation("restore", target, backup=manifest.backup, mode=request.mode):
+        result = RestoreResult(
+            backup=manifest.backup, target=target, mode=request.mode, dry_run=request.dry_run, chosen=checked.chosen
+        )
+        result.typed = checked.legacy.scan.rules.typed_report() if checked.legacy else {}
+        exists = table_exists(storage, target)
+        if request.mode in SAFETY_MODES and exists and not request.dry_run:
+            # What this restore overwrites or deletes stays restorable, by the safety backup's id.
+            result.safety_backup, taken = _safety_backup(storage, request, manifest, target, reuse_safety)
+            result.undo = undo_command(target, result.safety_backup, request.filter)
+            if on_safety_backup is not None and taken:
+                on_safety_backup(result.safety_backup)
+        if not exists and not request.dry_run:
+            create_table(storage, target)
+
+        client = storage.tables.get_table_client(target)
+        tally = Tally()
+        erased = erasures.load(storage, request.table)
+        entities = _backup_entities(storage, checked, checked.predicate, erased)
+        if request.dry_run and request.mode in DIFF_MODES:
+            # What would change, not only what would be written (a mirror writes every entity).
+            changes = dry_run_changes(entities, request.mode, client, exists, checked.predicate, tally)
+            result.changes = changes.as_json()
+        elif request.dry_run:
+            for _ in plan_operations(entities, request.mode, client, exists, checked.predicate, tally):
+                pass
+        else:
+            operations = plan_operations(entities, request.mode, client, exists, checked.predicate, tally)
+            workers = storage.settings.restore_workers
+            outcome = submit_operations(client, operations, workers=workers, on_progress=on_progress)
+            # What this run wrote, not what it planned: an insert whose entity another writer put
+            # there meanwhile is skipped; a delete of an entity already gone is not counted.
+            tally.restored, tally.deleted = outcome.written, outcome.deleted
+            tally.skipped += outcome.existing
+        telemetry.record_volume("restore", target, tally.restored + tally.deleted)
+    result.restored, result.deleted, result.skipped = tally.restored, tally.deleted, tally.skipped
+    result.erased = erased.skipped
     return result

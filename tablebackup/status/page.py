@@ -153,6 +153,14 @@ def _events(items: list[str]) -> str:
     return '<ul class="events">' + "".join(f"<li>{item}</li>" for item in items) + "</ul>" if items else "none"
 
 
+def _restored(record: dict) -> str:
+    scope = "the whole table (mirror)" if record["whole"] else f"mode {record['mode']}"
+    if record.get("filter"):
+        scope += f", filter {record['filter']}"
+    undo = f"; safety backup {record['safety_backup']}" if record.get("safety_backup") else ""
+    return escape(f"from {record['backup']} at {record['restored_at']} ({scope}){undo}: take a backup")
+
+
 def _section(row: dict, document: dict, now: datetime) -> str:
     table = row["table"]
     newest = row["newest_backup"]
@@ -163,11 +171,16 @@ def _section(row: dict, document: dict, now: datetime) -> str:
     facts = [
         _fact("Verdict", f"{_badge(row['verdict'])} {escape(row['reason'])}"),
         _fact(
-            "Newest complete backup",
-            "none"
+            "Latest (what a restore of latest uses)",
+            escape(row.get("latest_problem") or "none")
             if newest is None
             else f"{escape(newest['backup'])} ({escape(newest['kind'])}), {newest['age_hours']:.1f} h old, "
-            f"{newest['entities']:,} entities, {size(newest['bytes'])}",
+            f"{newest['entities']:,} entities, {size(newest['bytes'])}; taken: {escape(newest['reason_text'])}; "
+            f"chosen as {escape(newest['latest']['why'])}",
+        ),
+        _fact(
+            "Restored in place since the newest backup",
+            "no" if not row.get("restored_in_place") else _restored(row["restored_in_place"]),
         ),
         _fact(
             "In progress",
@@ -183,10 +196,11 @@ def _section(row: dict, document: dict, now: datetime) -> str:
             ),
         ),
         _fact(
-            "Last verification",
+            "Verification of latest",
             "none recorded"
             if verification is None
             else _check(verification, "verification")
+            + (f" ({escape(verification['backup'])})" if verification.get("backup") else "")
             + "".join(
                 f"; {escape(c.get('name', ''))}: {escape(str(c.get('detail', '')))}"
                 for c in verification["failed_checks"][:2]
@@ -236,7 +250,7 @@ def _section(row: dict, document: dict, now: datetime) -> str:
         ),
         _fact("Erasures registered", f"{row['erasures']:,}"),
         _fact(
-            "Newest audit event (point-in-time reach)",
+            "Newest audited application change (point-in-time reach)",
             _at(row["audit"]["newest_event"])
             if row["audit"]["newest_event"]
             else f"none in the last {row['audit']['lookback_days']} days",

@@ -15,6 +15,7 @@ import orjson
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableClient
 
+from tablebackup.audit.messages import DATA_OPERATIONS
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import DamagedBackup, NotFound, StorageUnavailable
 from tablebackup.core.names import BACKUP_ID_RE, table_key
@@ -106,6 +107,7 @@ class Point:
     entities: int  # the table's size at this backup (an incremental's key index counts it)
     changed: int  # the entities this backup holds
     bytes: int
+    reason: str | None = None  # why it was taken (BackupReason.kind); None: not recorded (a regular backup)
 
     @classmethod
     def from_metadata(cls, backup_id: str, metadata: dict | None) -> Point | None:
@@ -120,6 +122,7 @@ class Point:
                 entities=int(metadata["tableentities"]),
                 changed=int(metadata["entities"]),
                 bytes=int(metadata["bytes"]),
+                reason=metadata.get("reason"),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -134,6 +137,7 @@ class Point:
             "entities": self.entities,
             "changed_entities": self.changed,
             "bytes": self.bytes,
+            "reason": self.reason or "unrecorded",
         }
 
 
@@ -146,6 +150,10 @@ def read_point(storage: Storage, backup_id: str) -> Point | None:
     except DamagedBackup as error:  # no restorable point; verify reports why
         log.warning("status skips backup %s: %s", backup_id, error, extra={"backup": backup_id})
         return None
+    return point_of(manifest)
+
+
+def point_of(manifest) -> Point:
     table_size = manifest.keys.lines if manifest.kind == "incremental" and manifest.keys else manifest.entities
     return Point(
         backup=manifest.backup,
@@ -156,6 +164,7 @@ def read_point(storage: Storage, backup_id: str) -> Point | None:
         entities=table_size,
         changed=manifest.entities,
         bytes=manifest.bytes,
+        reason=manifest.reason.kind if manifest.reason else None,
     )
 
 
@@ -203,9 +212,11 @@ def _newest_of(client: TableClient, table: str, extra: str, count: int) -> list[
     return sorted(rows, key=lambda row: row["RowKey"])[:count]
 
 
-def last_verification(storage: Storage, table: str) -> dict | None:
+def last_verification(storage: Storage, table: str, backup: str | None = None) -> dict | None:
+    """The table's newest verification row; with `backup`, the newest one of that backup."""
     client = storage.tables.get_table_client(storage.settings.verifications_table)
-    rows = _newest_of(client, table, "", 1)
+    extra = f" and backup eq {odata_string(backup)}" if backup else ""
+    rows = _newest_of(client, table, extra, 1)
     return rows[0] if rows else None
 
 
@@ -244,17 +255,22 @@ def erasure_count(storage: Storage, table: str) -> int:
 # How far back the status looks for a table's audit events: today and yesterday (UTC).
 AUDIT_LOOKBACK_DAYS = 2
 _SECONDS_A_DAY = 86_400
+# The application's own changes: the product's entries (RESTORE, ERASE, PRUNE, ...) are no reach.
+_APPLICATION_CHANGES = "(" + " or ".join(f"operation eq {odata_string(op)}" for op in DATA_OPERATIONS) + ")"
 
 
 def newest_audit_event(storage: Storage, table: str, now: datetime) -> datetime | None:
-    """The time of the table's newest audit entry in the last AUDIT_LOOKBACK_DAYS UTC days, to the
-    second: one probe per day, then a binary search on the RowKey's time prefix (17 probes at
-    most). None if there is none."""
+    """The time of the table's newest audited application change (INSERT, UPDATE, DELETE) in the
+    last AUDIT_LOOKBACK_DAYS UTC days, to the second: one probe per day, then a binary search on the
+    RowKey's time prefix (17 probes at most). None if there is none."""
     client = storage.tables.get_table_client(storage.settings.audit_table)
     until = f"{now.astimezone(UTC):%Y%m%dT%H%M%S}~"  # nothing after the clock ("~" sorts after the fraction)
     for back in range(AUDIT_LOOKBACK_DAYS):
         day = (now.astimezone(UTC) - timedelta(days=back)).date()
-        partition = f"PartitionKey eq {odata_string('AUDIT_' + day.isoformat())} and tableName eq {odata_string(table)}"
+        partition = (
+            f"PartitionKey eq {odata_string('AUDIT_' + day.isoformat())} and tableName eq {odata_string(table)}"
+            f" and {_APPLICATION_CHANGES}"
+        )
 
         def first_at_or_after(second: int, partition=partition, day=day) -> str | None:
             stamp = f"{day:%Y%m%d}T{second // 3600:02d}{second // 60 % 60:02d}{second % 60:02d}"

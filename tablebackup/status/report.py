@@ -1,6 +1,8 @@
 """The protection status of every table (BACKUP_TABLES plus any table with backups), or of the tables
-named: its newest complete backup, attempts under way and failures, the last verification and drills,
-retention, the 90-day trend, and a verdict with its reason. One JSON-ready document."""
+named: the backup a restore of `latest` would use (tablebackup.repository.catalog: never a safety
+backup; after a mirror restore in place, the backup restored) and that backup's own verification,
+attempts under way and failures, drills, an in-place restore since the newest backup, retention, the
+90-day trend, and a verdict with its reason. One JSON-ready document."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from azure.core.exceptions import AzureError
 
 from tablebackup.core.clients import Storage
-from tablebackup.core.errors import StorageUnavailable
+from tablebackup.core.errors import BackupError, StorageUnavailable
 from tablebackup.core.names import table_key, validate_table_name
 from tablebackup.repository import catalog
 from tablebackup.status import records
@@ -234,14 +236,16 @@ def table_status(storage: Storage, table: str, now: datetime, runs: list[dict], 
     settings = storage.settings
     listing = records.list_table(storage, table, spellings)
     complete = listing.complete
-    # The newest backup, which the verdict rests on, always from its manifest; the trend from the
-    # listing's metadata where the manifests carry it.
-    newest, refused = None, []
-    for backup_id in complete[:NEWEST_PROBES]:
-        newest = records.read_point(storage, backup_id)
-        if newest is not None:
-            break
-        refused.append(backup_id)  # its manifest is refused (damaged, tampered) or gone meanwhile
+    # What a restore of `latest` would use, which the verdict rests on, always from its manifest
+    # (newer refused manifests are passed over and reported); the trend from the listing's metadata
+    # where the manifests carry it.
+    state, problem, refused = None, None, []
+    try:
+        state = catalog.newest_state(storage.backups, table, skip_refused=True, max_refused=NEWEST_PROBES)
+        refused = state.refused
+    except BackupError as error:  # nothing usable, or the restore record's backup is refused or gone
+        problem, refused = str(error), list(getattr(error, "refused", []))
+    newest = records.point_of(state.manifest) if state else None
     complete = [backup_id for backup_id in complete if backup_id not in refused]
     known = {backup_id: point for backup_id, point in listing.points.items() if backup_id not in refused}
     if newest is not None:
@@ -254,8 +258,10 @@ def table_status(storage: Storage, table: str, now: datetime, runs: list[dict], 
                 known[backup_id] = point
     chain, broken = _chain(storage, newest, known, set(complete)) if newest else ([], None)
     oldest = _oldest_restorable(storage, complete, known) if complete else None
-    in_progress, newest_failure, debris = _attempts(listing, runs, newest.backup if newest else None, now)
-    verification = _verification(records.last_verification(storage, table))
+    in_progress, newest_failure, debris = _attempts(listing, runs, complete[0] if complete else None, now)
+    # The verification of the very backup `latest` uses: verifying an older one hides nothing.
+    verification = _verification(records.last_verification(storage, table, newest.backup)) if newest else None
+    restored = _restored_in_place(storage, table, state)
     drills = {
         kind: [_drill(row) for row in records.recent_drills(storage, table, kind, DRILL_HISTORY)]
         for kind in ("entity", "full")
@@ -276,10 +282,21 @@ def table_status(storage: Storage, table: str, now: datetime, runs: list[dict], 
         if row.get("status") == "failed"
     ]
     audit_newest = records.newest_audit_event(storage, table, now)
-    age_hours = round((now - newest.finished_at).total_seconds() / 3600, 2) if newest else None
+    # The recovery point: when the state `latest` restores was last whole (a restore's end, or a backup's).
+    age_hours = round((now - state.known_at).total_seconds() / 3600, 2) if state else None
+    newest_json = None
+    if newest is not None:
+        newest_json = {
+            **newest.as_json(),
+            "age_hours": age_hours,
+            "reason_text": state.manifest.reason_json()["text"],
+            "latest": state.as_json(),
+        }
     row = {
         "table": table,
-        "newest_backup": {**newest.as_json(), "age_hours": age_hours} if newest else None,
+        "newest_backup": newest_json,
+        "latest_problem": problem,
+        "restored_in_place": restored,
         "refused_backups": refused,
         "in_progress": in_progress,
         "newest_attempt_failed": newest_failure,
@@ -312,6 +329,21 @@ def table_status(storage: Storage, table: str, now: datetime, runs: list[dict], 
     return {"table": table, "verdict": verdict, "reason": reasons[0], "reasons": [f.reason for f in findings], **row}
 
 
+def _restored_in_place(storage: Storage, table: str, state) -> dict | None:
+    """The newest restore into the table itself if no regular backup has started since it completed:
+    the table then holds a state no backup took (a backup now captures it)."""
+    try:
+        record = catalog.newest_restore(storage.backups, table)
+    except BackupError as error:  # an unreadable record: `latest` refuses it too, and says so
+        log.warning("status of %s: %s", table, error, extra={"table": table})
+        return None
+    if record is None:
+        return None
+    if state is not None and state.restore is None and state.since >= record.restored_at:
+        return None
+    return record.as_json()
+
+
 def _all_good(row: dict, now: datetime, rpo: float) -> str:
     newest = row["newest_backup"]
     text = f"newest backup {newest['age_hours']:.1f} h old (RPO {rpo:g} h), verified, drills passed"
@@ -339,6 +371,10 @@ def _findings(row: dict, now: datetime, rpo: float, rto_minutes: float, broken: 
         extra = "; the first backup is in progress" if row["in_progress"] else ""
         if refused:
             extra = f"; the manifest of {refused[0]} is refused (run verify)" + extra
+        elif row["latest_problem"] and "has no complete backup" not in row["latest_problem"]:
+            extra = f": {_short(row['latest_problem'])}" + extra
+        elif row["latest_problem"] and "safety backup" in row["latest_problem"]:
+            extra = " other than safety backups, which `latest` never restores" + extra
         found.append(Finding(UNPROTECTED, f"no complete backup{extra}"))
     elif newest["age_hours"] > rpo:
         found.append(
@@ -378,9 +414,19 @@ def _findings(row: dict, now: datetime, rpo: float, rto_minutes: float, broken: 
         found.append(
             Finding(AT_RISK, f"the newest backup attempt {failure['backup']} failed: {_short(failure['error'])}")
         )
-    if verification is None:
-        found.append(Finding(AT_RISK, "no verification recorded"))
-    else:
+    if row["restored_in_place"]:
+        restored = row["restored_in_place"]
+        scope = "" if restored["whole"] else f" (mode {restored['mode']}{', filtered' if restored['filter'] else ''})"
+        found.append(
+            Finding(
+                AT_RISK,
+                f"restored in place from {restored['backup']}{scope} {_ago(now, _when(restored['restored_at']))}, "
+                "after its newest backup: take a backup",
+            )
+        )
+    if verification is None and newest is not None:
+        found.append(Finding(AT_RISK, f"no verification recorded of {newest['backup']}, the backup `latest` restores"))
+    if verification is not None:
         when = _when(verification["at"])
         if verification["ok"] and (when is None or (now - when).total_seconds() > rpo * 3600):
             found.append(

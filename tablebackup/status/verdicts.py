@@ -1,13 +1,19 @@
 """The verdicts and their thresholds: protected, at risk, unprotected, each with a one-line reason.
 
-Unprotected (any of): no complete backup; the newest complete backup is older than
-BACKUP_MAX_AGE_HOURS (the RPO); its incremental chain is broken; the last verification failed; the
-last drill of a kind (entity or full) failed.
-At risk (any of, when not unprotected): the newest complete backup is older than RPO_WARNING of the
-RPO; the newest backup's manifest is refused and an older backup is the newest usable; the newest
-backup attempt failed or was abandoned; no verification recorded, or none within the
-RPO; the last verification passed with warnings; no drill recorded, or none in DRILL_MAX_AGE_DAYS; the
-newest drill restored in more than RTO_WARNING of RTO_MINUTES.
+"The newest backup" is the one a restore of `latest` would use (tablebackup.repository.catalog:
+never a safety backup; after an unfiltered mirror restore in place, the backup restored, whose age
+then counts from the restore's end), and "its verification" is the newest verification recorded of
+that very backup (verifying an older one hides nothing).
+
+Unprotected (any of): no complete backup; the newest backup is older than BACKUP_MAX_AGE_HOURS (the
+RPO); its incremental chain is broken; its last verification failed; the last drill of a kind
+(entity or full) failed.
+At risk (any of, when not unprotected): the newest backup is older than RPO_WARNING of the RPO; the
+newest backup's manifest is refused and an older backup is the newest usable; the newest backup
+attempt failed or was abandoned; the table was restored in place after its newest regular backup
+started (take a backup); no verification recorded of the newest backup, or none within the RPO; its
+last verification passed with warnings; no drill recorded, or none in DRILL_MAX_AGE_DAYS; the newest
+drill restored in more than RTO_WARNING of RTO_MINUTES.
 Protected otherwise.
 """
 

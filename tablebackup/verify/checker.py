@@ -2,9 +2,11 @@
 and the counts (tablebackup.repository.integrity), then the live table, the required fields and the age against
 the RPO.
 
-Without a backup id, verification judges what a restore would use: the table's newest COMPLETE
-backup. An attempt without a manifest is reported as in progress while it is younger than a day (a
-backup still being written is no failure), and as debris, a warning naming it, once it is older.
+Without a backup id, verification judges what a restore of `latest` would use: the table's newest
+known state (tablebackup.repository.catalog; never a safety backup), whose age is the recovery
+point. An attempt without a manifest is reported as in progress while it is younger than a day (a
+backup still being written is no failure), and as debris, a warning naming it, once it is older. A
+backup id that does not exist is refused (NotFound): nothing is verified, recorded or alerted on.
 """
 
 from __future__ import annotations
@@ -162,41 +164,57 @@ def _verify(storage: Storage, table: str, backup: str | None, now: datetime) -> 
             raise InvalidInput(f"backup {backup!r} is not a backup of table {table!r}")
     max_age = storage.settings.backup_max_age_hours
     attempts = catalog.backup_attempts(storage.backups, table)
-    newest = next((backup_id for backup_id, complete in attempts if complete), None)
+    if backup is not None and backup not in dict(attempts):
+        # Nothing to judge: said, and not recorded (no failed verification, no alert).
+        raise NotFound(f"backup {backup!r} does not exist (list-backups --table {table} lists the backups)")
+    # What a restore of `latest` would use, and the problem that stops it if any.
+    state, problem, refused = None, None, None
+    try:
+        state = catalog.newest_state(storage.backups, table)
+    except DamagedBackup as error:  # refused: it names the backup whose manifest is refused
+        problem, refused = str(error), getattr(error, "backup", None)
+    except NotFound as error:
+        problem = str(error)
+    newest = state.backup if state else refused
     result = Verification(table=table, backup=backup or newest, verified_at=now)
     if backup is None:
         in_progress = _report_unfinished(attempts, now, result)
         if newest is None:
-            missing = f"table {table!r} has no complete backup" if attempts else f"table {table!r} has no backup at all"
-            result.add("manifest", False, missing + (" yet (one is in progress)" if in_progress else ""))
+            if any(complete for _, complete in attempts):
+                missing = problem
+            else:
+                missing = (
+                    f"table {table!r} has no complete backup" if attempts else f"table {table!r} has no backup at all"
+                )
+                missing += " yet (one is in progress)" if in_progress else ""
+            result.add("manifest", False, missing)
             result.add("recovery point", False, f"no complete backup within {max_age:g} hours")
             return result
     manifest = None
     try:
         manifest = catalog.read_manifest(storage.backups, result.backup)
     except NotFound:
-        state = "in progress" if now - catalog.started_at(result.backup) < catalog.INCOMPLETE_GRACE else "incomplete"
-        result.add("manifest", False, f"backup {result.backup!r} has no manifest: it is {state}")
+        state_word = (
+            "in progress" if now - catalog.started_at(result.backup) < catalog.INCOMPLETE_GRACE else "incomplete"
+        )
+        result.add("manifest", False, f"backup {result.backup!r} has no manifest: it is {state_word}")
     except BackupError as error:
         result.add("manifest", False, str(error))
     else:
-        result.add("manifest", True, f"{manifest.format} v{manifest.format_version}, {manifest.entities} entities")
+        why = f"; {manifest.reason_json()['text']}" if manifest.safety else ""
+        result.add("manifest", True, f"{manifest.format} v{manifest.format_version}, {manifest.entities} entities{why}")
         _check_chain(storage, manifest, storage.settings.required_fields_by_table.get(table_key(table), []), result)
         _check_live_count(storage, manifest, result)
-    if newest is None:
-        result.add("recovery point", False, f"table {table!r} has no complete backup")
+    if state is None:
+        result.add("recovery point", False, problem or f"table {table!r} has no complete backup")
     else:
-        try:
-            newest_manifest = manifest if manifest and manifest.backup == newest else None
-            age = _hours_between((newest_manifest or catalog.read_manifest(storage.backups, newest)).finished_at, now)
-        except BackupError as error:
-            result.add("recovery point", False, str(error))
-        else:
-            result.add(
-                "recovery point",
-                age <= max_age,
-                f"the newest complete backup {newest} is {age:.1f} hours old (limit {max_age:g})",
-            )
+        age = _hours_between(state.known_at, now)
+        since = f" (restored in place at {state.known_at:%Y-%m-%d %H:%M}Z)" if state.restore else ""
+        result.add(
+            "recovery point",
+            age <= max_age,
+            f"latest, {state.backup}{since}, is {age:.1f} hours old (limit {max_age:g})",
+        )
     return result
 
 

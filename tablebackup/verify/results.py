@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 import requests
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import StorageUnavailable
@@ -58,6 +58,43 @@ def read_rows(storage: Storage, table: str, partition: str | None, limit: int) -
         raise StorageUnavailable(f"reading table {table!r} failed: {str(error).splitlines()[0]}") from error
     found.sort(key=lambda row: row.get("at", ""), reverse=True)
     return found[:limit]
+
+
+def verification_summary(row: dict) -> dict:
+    """What a listing shows of one recorded verification: its outcome, when, and what failed."""
+    checks = _parsed(row.get("checks")) if isinstance(row.get("checks"), str) else row.get("checks")
+    checks = [check for check in checks or [] if isinstance(check, dict)]
+    at = row.get("at")
+    return {
+        "ok": bool(row.get("ok")),
+        "at": at.isoformat() if isinstance(at, datetime) else at,
+        "failed": [f"{check.get('name')}: {check.get('detail')}" for check in checks if not check.get("ok")][:3],
+    }
+
+
+def verifications_by_backup(storage: Storage, table: str, limit: int = 1000) -> dict[str, dict]:
+    """The last recorded verification of each of the table's backups (verification_summary), from
+    its newest `limit` rows: a query per spelling of its partition (rows are keyed newest first)."""
+    client = storage.tables.get_table_client(storage.settings.verifications_table)
+    rows: list[dict] = []
+    try:
+        for partition in dict.fromkeys([table_key(table), table]):
+            query = f"PartitionKey eq '{partition}'"  # a validated table name: no quote to escape
+            for number, row in enumerate(client.query_entities(query, select=["backup", "ok", "at", "checks"])):
+                if number >= limit:
+                    break
+                rows.append(dict(row))
+    except ResourceNotFoundError:
+        return {}  # nothing verified yet
+    except AzureError as error:
+        if "TableNotFound" in str(error):
+            return {}
+        raise StorageUnavailable(f"reading table {client.table_name!r} failed: {str(error).splitlines()[0]}") from error
+    found: dict[str, dict] = {}
+    for row in sorted(rows, key=lambda row: str(row.get("at") or ""), reverse=True):
+        if row.get("backup"):
+            found.setdefault(row["backup"], verification_summary(row))
+    return found
 
 
 def _parsed(value):

@@ -14,8 +14,11 @@ JS_SDK := tests/js_sdk
 # The demo needs only the venv (with the `tablebackup` command) and Azurite (node_modules/.bin/azurite).
 DEMO_DEPS := $(VENV)/.installed node_modules/.installed
 
-# Everything the tests need besides: the JS SDK, checkov for the Bicep and Chromium for the status page.
-setup: $(DEMO_DEPS) $(JS_SDK)/node_modules/.installed $(INFRA_VENV)/.installed chromium
+AZCLI_VENV := .venv-azcli
+
+# Everything the tests need besides: the JS SDK, checkov for the Bicep, the real Azure CLI and
+# Chromium for the status page.
+setup: $(DEMO_DEPS) $(JS_SDK)/node_modules/.installed $(INFRA_VENV)/.installed $(AZCLI_VENV)/.installed chromium
 
 # The status page's browser test runs Debian's chromium headless; as root (CI) it is installed here.
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
@@ -39,6 +42,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 $(INFRA_VENV)/.installed: requirements-infra.txt
 	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
 	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	@touch $@
+
+# The real Azure CLI, in its own venv (its pinned dependencies are not the app's): tests run
+# `az storage entity query` against Azurite to make the Azure CLI export fixtures.
+$(AZCLI_VENV)/.installed: requirements-azcli.txt
+	@test -x $(AZCLI_VENV)/bin/python || $(PYTHON) -m venv $(AZCLI_VENV)
+	$(AZCLI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-azcli.txt
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -83,5 +93,5 @@ azurite-stop:
 	-$(PY) -m localdev.azurite stop
 
 clean: azurite-stop
-	rm -rf $(VENV) $(INFRA_VENV) node_modules $(JS_SDK)/node_modules $(AZURITE_DIR) .demo .pytest_cache .ruff_cache .bench \
+	rm -rf $(VENV) $(INFRA_VENV) $(AZCLI_VENV) node_modules $(JS_SDK)/node_modules $(AZURITE_DIR) .demo .pytest_cache .ruff_cache .bench \
 	  *.egg-info build

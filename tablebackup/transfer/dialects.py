@@ -5,9 +5,12 @@
   12.0.0 betas, Int64 and DateTime) as `{"value", "type"}`; Binary as Node's `{"type": "Buffer",
   "data": [...]}`; DateTime as an ISO string; every number bare, so a whole Double reads like an Int32;
   NaN and ±Infinity as the strings the service sent.
-- `azure-cli`: `az storage entity query` output (its `items`), from the Python SDK: Int64 as
-  `{"edm_type": "Edm.Int64", "value": n}`, DateTime as `datetime.isoformat()` (6 digits, +00:00), Guid
-  and Binary as plain strings, ints and floats apart, `etag` and `Timestamp` beside the properties.
+- `azure-cli`: `az storage entity query` output (its `items`), as the real CLI prints it through the
+  Python SDK (tests/azcliexport.py runs it): Int64 as `{"edm_type": "Edm.Int64", "value": n}`;
+  DateTime as `datetime.isoformat()` of a UTC time (no fraction or 6 digits, `+00:00`; a 7th digit is
+  lost); Guid as a lowercase `str(UUID)`; Binary as padded base64; ints and floats apart, NaN and
+  Infinity bare; `etag` and `Timestamp` beside the properties. An empty PartitionKey or RowKey is
+  left out (the SDK drops a falsy key), and `--select` prints `"Timestamp": null`.
 
 What no shape can tell apart is given with its alternatives, for the typing rules to settle.
 """
@@ -19,7 +22,7 @@ import re
 
 from tablebackup.core.entities import KEYS
 from tablebackup.core.errors import InvalidInput
-from tablebackup.transfer.typerules import Value, looks_like_datetime, looks_like_guid
+from tablebackup.transfer.typerules import Value, looks_like_datetime
 
 SEED = "seed"
 AZURE_CLI = "azure-cli"
@@ -29,6 +32,10 @@ _DOUBLE_WORDS = {"NaN", "Infinity", "-Infinity"}
 _INT32 = (-(2**31), 2**31 - 1)
 # The service's entity etags, as the Python SDK returns them: W/"datetime'2026-12-03T10%3A30%3A00.1234567Z'"
 _SERVICE_ETAG = re.compile(r"W/\"datetime'[0-9T%A.:Z-]+'\"")
+# The only forms in which the CLI prints a DateTime and a Guid: any other string is a String.
+_CLI_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{6})?\+00:00", re.ASCII)
+_CLI_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?", re.ASCII)
 
 
 def shape_of(record: object) -> str:
@@ -41,11 +48,13 @@ def shape_of(record: object) -> str:
         return AZURE_CLI
     # An `etag` alone may be a property of the table's own: only the pair of metadata the CLI prints,
     # with the service's etag form and none of the annotations the native form carries, is its output.
+    # Its Timestamp is null when the query had --select.
     etag = record.get("etag")
     if (
         isinstance(etag, str)
         and _SERVICE_ETAG.fullmatch(etag)
-        and isinstance(record.get("Timestamp"), str)
+        and "Timestamp" in record
+        and isinstance(record["Timestamp"], str | None)
         and not any(name.endswith("@odata.type") for name in record)
     ):
         return AZURE_CLI
@@ -62,14 +71,6 @@ def _keys(record: dict, names: tuple[str, str]) -> dict:
     return keys
 
 
-def _string(text: str, *, guid_is_typed: bool) -> Value:
-    if looks_like_datetime(text):
-        return Value(text, "Edm.DateTime", ("Edm.String",))
-    if not guid_is_typed and looks_like_guid(text):
-        return Value(text, "Edm.Guid", ("Edm.String",))
-    return Value(text, "Edm.String")
-
-
 def _seed_value(name: str, raw: object) -> Value:
     if isinstance(raw, bool):
         return Value(raw, "Edm.Boolean")
@@ -82,8 +83,10 @@ def _seed_value(name: str, raw: object) -> Value:
     if isinstance(raw, str):
         if raw in _DOUBLE_WORDS:
             return Value(raw, "Edm.Double", ("Edm.String",))
+        if looks_like_datetime(raw):
+            return Value(raw, "Edm.DateTime", ("Edm.String",))
         # The SDK returns a Guid as {value, type}, so a plain string in Guid form is a String.
-        return _string(raw, guid_is_typed=True)
+        return Value(raw, "Edm.String")
     if isinstance(raw, dict) and set(raw) == {"value", "type"} and raw["type"] in _JS_TYPES:
         return Value(raw["value"], "Edm." + raw["type"], typed=True)
     if isinstance(raw, dict) and raw.get("type") == "Buffer" and isinstance(raw.get("data"), list):
@@ -108,6 +111,13 @@ def seed_properties(record: object) -> tuple[dict, dict[str, Value]]:
     return keys, properties
 
 
+def _looks_like_base64(text: str) -> bool:
+    """What the CLI prints for a Binary: standard padded base64 that decodes and encodes back the same."""
+    if not text or len(text) % 4 or not _BASE64.fullmatch(text):
+        return False
+    return base64.b64encode(base64.b64decode(text)).decode() == text
+
+
 def _cli_value(name: str, raw: object) -> Value:
     if isinstance(raw, bool):
         return Value(raw, "Edm.Boolean")
@@ -116,17 +126,44 @@ def _cli_value(name: str, raw: object) -> Value:
     if isinstance(raw, float):
         return Value(raw, "Edm.Double")
     if isinstance(raw, str):
-        return _string(raw, guid_is_typed=False)
+        if _CLI_DATETIME.fullmatch(raw):
+            return Value(raw, "Edm.DateTime", ("Edm.String",))
+        if _CLI_GUID.fullmatch(raw):
+            return Value(raw, "Edm.Guid", ("Edm.String",))
+        # A Binary is printed as base64, which many short strings also are ("John", "2024"); an
+        # empty string is taken as a String, as an empty Binary is rare and every table has them.
+        if _looks_like_base64(raw):
+            return Value(raw, "Edm.String", ("Edm.Binary",))
+        return Value(raw, "Edm.String")
     if isinstance(raw, dict) and set(raw) == {"edm_type", "value"} and isinstance(raw["edm_type"], str):
         return Value(raw["value"], raw["edm_type"], typed=True)
     raise InvalidInput(f"property {name!r}: {str(raw)[:60]} is not a value az storage entity query prints")
+
+
+def _cli_keys(record: dict) -> dict:
+    """The keys, where the CLI leaves an empty one out: the Python SDK it prints through drops a key
+    that is "". Only in a whole entity (its Timestamp a string) does a missing key mean an empty one."""
+    keys = {}
+    for key in KEYS:
+        value = record.get(key)
+        if key not in record and isinstance(record.get("Timestamp"), str):
+            value = ""
+        elif key not in record and "Timestamp" in record and record["Timestamp"] is None:
+            raise InvalidInput(
+                f"{key} is missing, and this az storage entity query had --select (its Timestamp is null), "
+                f"where an empty {key} and one not selected look alike: export again without --select"
+            )
+        if not isinstance(value, str):
+            raise InvalidInput(f"{key} is missing or not a string")
+        keys[key] = value
+    return keys
 
 
 def cli_properties(record: object) -> tuple[dict, dict[str, Value]]:
     """(keys, properties) of one item of an Azure CLI entity query."""
     if not isinstance(record, dict):
         raise InvalidInput("not a JSON object")
-    keys = _keys(record, KEYS)
+    keys = _cli_keys(record)
     properties = {
         name: _cli_value(name, raw)
         for name, raw in record.items()

@@ -2,7 +2,8 @@
 
 A reader of such an input gives each property as a `Value`: what the input holds, the EDM type it
 reads as, and the other types it could equally have been (a string in DateTime form may be an
-Edm.DateTime or an Edm.String; a whole number in a JS backup may be an Edm.Int32 or an Edm.Double).
+Edm.DateTime or an Edm.String; base64 text in an Azure CLI export an Edm.String or an Edm.Binary;
+a whole number in a JS backup an Edm.Int32 or an Edm.Double).
 Nothing is retyped silently: a value with alternatives needs a rule, either `--types name=Edm.X`
 for the property or `--infer-types`, which takes the type it reads as and reports every property it
 typed. Without a rule the property is ambiguous, and the import names it and writes nothing.
@@ -26,7 +27,7 @@ TYPES_OPTION = "--types"
 INFER_OPTION = "--infer-types"
 _DOUBLE_WORDS = {"NaN", "Infinity", "-Infinity"}
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-# ISO 8601 with seconds and a zone, as the JS SDK (3 digits, Z) and the Azure CLI (6, +00:00) print it.
+# ISO 8601 with seconds and a zone: the JS SDK prints 3 digits and Z, the Azure CLI 6 (or none) and +00:00.
 _DATETIME_RE = re.compile(
     r"^(?P<base>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d{1,7}))?(?P<zone>Z|[+-]\d{2}:\d{2})$"
 )
@@ -47,10 +48,6 @@ class Value:
 
 def looks_like_datetime(text: str) -> bool:
     return bool(_DATETIME_RE.match(text))
-
-
-def looks_like_guid(text: str) -> bool:
-    return bool(_GUID_RE.match(text))
 
 
 def parse_types(text: str | None) -> dict[str, str]:
@@ -78,8 +75,12 @@ def _service_datetime(text: str) -> str:
     fraction = match["fraction"] or ""
     if match["zone"] == "Z":
         return f"{match['base']}{'.' + fraction if fraction else ''}Z"
-    at = datetime.fromisoformat(match["base"] + match["zone"]).astimezone(UTC)
-    return f"{at:%Y-%m-%dT%H:%M:%S}{'.' + fraction if fraction else ''}Z"
+    try:
+        at = datetime.fromisoformat(match["base"] + match["zone"]).astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:30:00+01:00 is before DateTime's first instant
+        raise ValueError from None
+    # isoformat, not strftime: %Y does not pad a year before 1000 (0001-01-01, DateTime's minimum).
+    return f"{at.replace(tzinfo=None).isoformat(timespec='seconds')}{'.' + fraction if fraction else ''}Z"
 
 
 def coerce(edm: str, raw: object) -> object:

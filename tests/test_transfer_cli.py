@@ -137,5 +137,8 @@ def test_errors_are_one_line_with_exit_codes(storage, fidelity, tmp_path, args, 
 
     assert result.returncode == code, result.stderr
     assert message in _error_line(result)
-    assert result.stdout == b""
+    if "--json" in args:  # the failure is the one JSON document
+        assert orjson.loads(result.stdout) == {"error": _error_line(result).removeprefix("error: "), "exit_code": code}
+    else:
+        assert result.stdout == b""
     assert not out.exists()  # a failed export leaves no file behind

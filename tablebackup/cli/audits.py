@@ -9,6 +9,7 @@ import click
 import orjson
 
 from tablebackup.cli.common import IsoInstant, json_option, open_storage
+from tablebackup.cli.output import emit, json_stream
 
 # As tablebackup.audit.messages.OPERATIONS; repeated so --help works without importing the domain.
 OPERATIONS = ("INSERT", "UPDATE", "DELETE", "RESTORE", "IMPORT", "EXPORT", "PRUNE", "ERASE")
@@ -23,14 +24,17 @@ def _entry_json(entry: dict) -> str:
 
 
 def _write_json(entries: Iterator[dict]) -> None:
-    """One JSON document {"entries": [...]}, written entry by entry: a range may hold millions."""
-    first = next(entries, None)  # a storage failure on the first page prints nothing on stdout
+    """One JSON document {"entries": [...]}, written entry by entry: a range may hold millions. A
+    storage failure on the first page leaves stdout to the error document; a later one ends this
+    document with the error's fields (tablebackup.cli.output.json_stream)."""
+    first = next(entries, None)
     if first is None:
-        sys.stdout.write('{\n  "entries": []\n}\n')
+        emit({"entries": []}, True, str)
         return
-    sys.stdout.write('{\n  "entries": [\n' + _entry_json(first))
-    for entry in entries:
-        sys.stdout.write(",\n" + _entry_json(entry))
+    with json_stream(closing="\n  ]"):
+        sys.stdout.write('{\n  "entries": [\n' + _entry_json(first))
+        for entry in entries:
+            sys.stdout.write(",\n" + _entry_json(entry))
     sys.stdout.write("\n  ]\n}\n")
 
 

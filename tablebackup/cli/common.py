@@ -6,9 +6,19 @@ from datetime import datetime
 
 import click
 
+from tablebackup.cli.output import record_json
 from tablebackup.core.instants import parse_instant
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document on stdout.")
+# Eager, so that --json is known before the other options are checked: their usage errors are then
+# a JSON document too (tablebackup.cli.app.main).
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    is_eager=True,
+    callback=record_json,
+    help="Print exactly one JSON document on stdout, a failure's too: {\"error\": ..., \"exit_code\": N}.",
+)
 
 
 def _not_blank(ctx, param, value):

@@ -165,11 +165,12 @@ def import_(
                 source = FileSource(input_path)
             result = import_entities(storage, request, source, on_progress=report)
     except MalformedInput as error:
-        emit(error.as_json(), as_json, _problems_text)
+        # The error document every failure prints with --json, with what is wrong in the input.
+        emit({**error.as_json(), "exit_code": 1}, as_json, _problems_text)
         raise CommandFailed(str(error)) from None
     except AmbiguousTypes as error:
         if as_json:
-            emit(error.as_json(), as_json, str)
+            emit({**error.as_json(), "exit_code": 1}, as_json, str)
         raise CommandFailed(str(error)) from None
     emit(result.as_json(), as_json, _import_text)
     if result.failed:

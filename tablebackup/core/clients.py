@@ -12,6 +12,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from tablebackup.core.errors import SettingsError
+from tablebackup.core.retrysettings import RetryLoggingTransport
 from tablebackup.core.settings import Settings, get_settings
 
 
@@ -24,10 +25,14 @@ def _credential(client_id: str | None):
 
 
 def _transport_options(settings: Settings) -> dict:
-    return {
+    timeouts = {
         "connection_timeout": settings.storage_timeout_seconds,
         "read_timeout": settings.storage_timeout_seconds,
     }
+    # Its own transport per client, which logs each of the SDK's retries (tablebackup.core.retrysettings);
+    # reading in the blocks the Blob SDK gives the transport it builds itself (256 KiB, not 4 KiB).
+    transport = RetryLoggingTransport(settings.storage_retries, connection_data_block_size=256 * 1024, **timeouts)
+    return {**timeouts, "transport": transport}
 
 
 def _table_options(settings: Settings) -> dict:

@@ -18,7 +18,7 @@ from azure.data.tables import TableClient
 
 from tablebackup.core import wirejson
 from tablebackup.core.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
-from tablebackup.core.retrysettings import RetrySettings
+from tablebackup.core.retrysettings import RetrySettings, failure_reason
 
 _HEADERS = {
     "Accept": "application/json;odata=minimalmetadata",
@@ -62,9 +62,10 @@ def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tu
         if continuation[1] is not None:
             query["NextRowKey"] = continuation[1]
     retry = RetrySettings.of(client)
+    reason = ""
     for attempt in range(retry.retries + 1):
         if attempt:
-            retry.wait(attempt)
+            retry.wait_to_retry(attempt, f"reading a page of table {client.table_name!r}", reason)
         request = HttpRequest("GET", f"/{client.table_name}()?{_query_string(query)}", headers=_HEADERS)
         try:
             # The generated client's send_request runs the SDK pipeline: auth, retry with backoff.
@@ -80,6 +81,7 @@ def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tu
             # comes after the pipeline's retries: the page is asked for again here.
             if attempt == retry.retries:
                 raise _unreachable(client, error) from error
+            reason = failure_reason(error)
     if response.status_code == 404:
         raise NotFound(f"table {client.table_name!r} does not exist in account {client.account_name!r}")
     if response.status_code == 400 and "$filter" in params:

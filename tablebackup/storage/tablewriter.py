@@ -37,7 +37,7 @@ from azure.data.tables import TableClient
 from tablebackup.core import wirejson
 from tablebackup.core.entities import writable
 from tablebackup.core.errors import BackupError, StorageUnavailable
-from tablebackup.core.retrysettings import RetrySettings
+from tablebackup.core.retrysettings import RetrySettings, failure_reason
 from tablebackup.storage.landed import batch_landed
 
 MAX_BATCH_OPERATIONS = 100
@@ -201,9 +201,11 @@ def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: Retr
     attempt may have been applied (its answer lost)."""
     base = _base(client)
     ambiguous = False
+    reason = ""
     for attempt in range(retry.retries + 1):
         if attempt:
-            retry.wait(attempt)
+            what = f"a $batch of {len(batch)} operations on table {client.table_name!r}"
+            retry.wait_to_retry(attempt, what, reason)
         boundary, body = _multipart(client, batch)
         request = HttpRequest(
             "POST",
@@ -230,6 +232,7 @@ def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: Retr
                     f"writing to table {client.table_name!r} failed: {str(error).splitlines()[0]}"
                 ) from error
             ambiguous = True  # dropped, timed out or cut: the service may have applied it
+            reason = failure_reason(error)
             continue
         if response.status_code == 202:
             return content, ambiguous
@@ -237,6 +240,7 @@ def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: Retr
         if response.status_code not in _RETRY_STATUSES or attempt == retry.retries:
             raise BackupError(f"writing to table {client.table_name!r} failed with HTTP {response.status_code}: {text}")
         ambiguous = True
+        reason = f"HTTP {response.status_code}"
     raise AssertionError("unreachable")
 
 

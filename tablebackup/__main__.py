@@ -2,6 +2,6 @@
 
 import sys
 
-from tablebackup.cli.app import main
+from tablebackup.cli.launch import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -17,7 +17,7 @@ json_option = click.option(
     is_flag=True,
     is_eager=True,
     callback=record_json,
-    help="Print exactly one JSON document on stdout, a failure's too: {\"error\": ..., \"exit_code\": N}.",
+    help='Print exactly one JSON document on stdout, a failure\'s too: {"error": ..., "exit_code": N}.',
 )
 
 

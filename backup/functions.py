@@ -13,7 +13,9 @@ from tablebackup.backup.retention import policy_from_settings, prune
 from tablebackup.core import telemetry
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import InvalidInput, NotFound
+from tablebackup.core.names import BACKUP_ID_RE, table_key, validate_backup_id
 from tablebackup.http import caller, error_response, json_response, parse_body, parse_fields, query_fields
+from tablebackup.inspect.show import LATEST, describe_backup
 from tablebackup.repository.backupformat import BackupReason
 
 bp = func.Blueprint()
@@ -94,3 +96,30 @@ def list_backups(req: func.HttpRequest) -> func.HttpResponse:
     except Exception as error:
         return error_response(error)
     return json_response(listing)
+
+
+class ShowRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    table: str | None = None  # needed only for `latest`; an id names its table
+
+
+@bp.function_name("show_backup")
+@bp.route(route="backups/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def show_backup(req: func.HttpRequest) -> func.HttpResponse:
+    """What one backup is (`tablebackup show`): by its id, or `latest` with ?table=."""
+    try:
+        request = parse_fields(query_fields(req), ShowRequest)
+        backup = req.route_params.get("id", "")
+        if backup == LATEST:
+            if request.table is None:
+                raise InvalidInput("give ?table= with latest: which table's latest backup")
+            table = request.table
+        else:
+            table = BACKUP_ID_RE.fullmatch(validate_backup_id(backup))["table"]
+            if request.table is not None and table_key(request.table) != table_key(table):
+                raise InvalidInput(f"backup {backup!r} is not a backup of table {request.table!r}")
+        answer = describe_backup(Storage.from_settings(), table, backup)
+    except Exception as error:
+        return error_response(error)
+    return json_response(answer)

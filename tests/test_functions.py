@@ -268,6 +268,7 @@ def test_every_function_is_registered_with_the_documented_binding(functions):
     assert routes == {
         ("POST", "backups"),
         ("GET", "backups"),
+        ("GET", "backups/{id}"),
         ("POST", "restore"),
         ("GET", "restore/{operation}"),
         ("GET", "drills"),

@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None, prog_name: str = "tablebackup") -> int:
     output.start_session()
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app.main(args=args, prog_name=prog_name, standalone_mode=False)
+        # Without standalone mode click returns a ctx.exit(N)'s code instead of raising it (diff's 1).
+        code = app.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as error:
         sys.stderr.write(error.ctx.get_help() + "\n")
         return EXIT_USAGE
@@ -183,12 +184,7 @@ def main(argv: list[str] | None = None, prog_name: str = "tablebackup") -> int:
         if _storage_error(error) or isinstance(error, OSError):
             return _failed(_environment_failure(error), EXIT_FAILED)
         return _internal_error(error)
-    return EXIT_OK
-
-
-def entry() -> int:
-    """The installed `tablebackup` command (pyproject's [project.scripts])."""
-    return main()
+    return code if type(code) is int else EXIT_OK
 
 
 if __name__ == "__main__":

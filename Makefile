@@ -15,10 +15,13 @@ JS_SDK := tests/js_sdk
 DEMO_DEPS := $(VENV)/.installed node_modules/.installed
 
 AZCLI_VENV := .venv-azcli
+# The TypeScript audit client (tablebackup-audit), built and tested end to end by pytest.
+CLIENT_JS := clients/js
 
 # Everything the tests need besides: the JS SDK, checkov for the Bicep, the real Azure CLI and
 # Chromium for the status page.
-setup: $(DEMO_DEPS) $(JS_SDK)/node_modules/.installed $(INFRA_VENV)/.installed $(AZCLI_VENV)/.installed chromium
+setup: $(DEMO_DEPS) $(JS_SDK)/node_modules/.installed $(INFRA_VENV)/.installed $(AZCLI_VENV)/.installed \
+  $(CLIENT_JS)/dist/index.js chromium
 
 # The status page's browser test runs Debian's chromium headless; as root (CI) it is installed here.
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
@@ -50,6 +53,13 @@ $(AZCLI_VENV)/.installed: requirements-azcli.txt
 	@test -x $(AZCLI_VENV)/bin/python || $(PYTHON) -m venv $(AZCLI_VENV)
 	$(AZCLI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-azcli.txt
 	@touch $@
+
+$(CLIENT_JS)/node_modules/.installed: $(CLIENT_JS)/package.json $(CLIENT_JS)/package-lock.json
+	npm ci --prefix $(CLIENT_JS) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(CLIENT_JS)/dist/index.js: $(CLIENT_JS)/node_modules/.installed $(CLIENT_JS)/src/index.ts $(CLIENT_JS)/tsconfig.json
+	npm run build --prefix $(CLIENT_JS) --silent
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -93,5 +103,5 @@ azurite-stop:
 	-$(PY) -m localdev.azurite stop
 
 clean: azurite-stop
-	rm -rf $(VENV) $(INFRA_VENV) $(AZCLI_VENV) node_modules $(JS_SDK)/node_modules $(AZURITE_DIR) .demo .pytest_cache .ruff_cache .bench \
+	rm -rf $(VENV) $(INFRA_VENV) $(AZCLI_VENV) node_modules $(JS_SDK)/node_modules $(CLIENT_JS)/node_modules $(CLIENT_JS)/dist $(AZURITE_DIR) .demo .pytest_cache .ruff_cache .bench \
 	  *.egg-info build

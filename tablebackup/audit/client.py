@@ -22,10 +22,12 @@ from typing import Any
 
 import orjson
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from tablebackup.audit.lossless import lossless_entity
 from tablebackup.audit.messages import Rejected, instant_text, parse_message
+from tablebackup.core.entities import TYPE_SUFFIX
 from tablebackup.core.errors import InvalidInput
 
 DEFAULT_QUEUE = "audit-events"
@@ -136,3 +138,115 @@ class AuditClient:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class AuditNotSent(Exception):
+    """The write succeeded but its audit message was not sent: the change is in the table and
+    missing from the audit trail (replay reports a gap) until `messages` are sent again."""
+
+    def __init__(self, table: str, partition_key: str, row_key: str, messages: list[dict], cause: Exception):
+        super().__init__(
+            f"the write to {table} (PartitionKey {partition_key!r}, RowKey {row_key!r}) succeeded but its "
+            f"audit message was not sent: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}"
+        )
+        self.table, self.partition_key, self.row_key, self.messages = table, partition_key, row_key, messages
+
+
+def _merged(before: dict | None, sent: dict) -> dict:
+    """`before` with `sent` merged over it, as the service does for a Merge (a sent property's type
+    replaces the old one's)."""
+    result = dict(before or {})
+    for name in sent:
+        if not name.endswith(TYPE_SUFFIX):
+            result.pop(name + TYPE_SUFFIX, None)
+    return {**result, **sent}
+
+
+class AuditedTableClient:
+    """A TableClient whose writes are audited: each reads the before image where it needs one,
+    performs the write, then sends one audit message per changed entity. A failed write sends
+    nothing; a message that fails after the write raises AuditNotSent naming the entity (the write
+    stands). A concurrent writer of the same entity between the read and the write would make the
+    before image (and a merge's after image) stale: keep one writer per entity, or pass an etag."""
+
+    def __init__(self, table_client, audit_client: AuditClient, *, user_id: str, clock=None):
+        self.client, self.audit, self.user_id = table_client, audit_client, user_id
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def _current(self, partition_key: str, row_key: str) -> dict | None:
+        try:
+            return lossless_entity(self.client.get_entity(partition_key, row_key))
+        except ResourceNotFoundError:
+            return None
+
+    def _change(self, kind: str, entity: Mapping[str, Any], mode, before: dict | None) -> dict | None:
+        keys = {"partition_key": entity["PartitionKey"], "row_key": entity["RowKey"]}
+        if kind == "delete":
+            # The SDK's delete of a missing entity succeeds quietly: nothing changed, nothing to report.
+            return {"operation": "DELETE", "before": before, **keys} if before is not None else None
+        sent = lossless_entity(entity)
+        merge = str(getattr(mode, "value", mode)).lower() == UpdateMode.MERGE.value
+        after = _merged(before, sent) if merge else sent
+        return {
+            "operation": "UPDATE" if before is not None else "INSERT",
+            "before": None if kind == "create" else before,
+            "after": after,
+            **keys,
+        }
+
+    def _report(self, changes: list[dict]) -> None:
+        at = instant_text(self.clock())
+        messages = [
+            audit_message(table=self.client.table_name, user_id=self.user_id, timestamp=at, **change)
+            for change in changes
+            if change is not None
+        ]
+        for index, message in enumerate(messages):
+            try:
+                self.audit.send_message(message)
+            except Exception as error:
+                raise AuditNotSent(
+                    self.client.table_name, message["partitionKey"], message["rowKey"], messages[index:], error
+                ) from error
+
+    def _single(self, kind: str, entity: Mapping[str, Any], mode, write):
+        before = None if kind == "create" else self._current(entity["PartitionKey"], entity["RowKey"])
+        result = write()
+        self._report([self._change(kind, entity, mode, before)])
+        return result
+
+    def create_entity(self, entity, **kwargs):
+        return self._single("create", entity, None, lambda: self.client.create_entity(entity, **kwargs))
+
+    def upsert_entity(self, entity, mode=UpdateMode.MERGE, **kwargs):
+        return self._single("upsert", entity, mode, lambda: self.client.upsert_entity(entity, mode=mode, **kwargs))
+
+    def update_entity(self, entity, mode=UpdateMode.MERGE, **kwargs):
+        return self._single("update", entity, mode, lambda: self.client.update_entity(entity, mode=mode, **kwargs))
+
+    def delete_entity(self, partition_key: str, row_key: str, **kwargs):
+        keys = {"PartitionKey": partition_key, "RowKey": row_key}
+        return self._single("delete", keys, None, lambda: self.client.delete_entity(partition_key, row_key, **kwargs))
+
+    def submit_transaction(self, operations, **kwargs):
+        """One transaction (one partition): every before image first, then the transaction, then one
+        message per operation, in its order and all at one instant."""
+        operations = list(operations)
+        befores = [
+            None if str(op[0]).lower().endswith("create") else self._current(op[1]["PartitionKey"], op[1]["RowKey"])
+            for op in operations
+        ]
+        result = self.client.submit_transaction(operations, **kwargs)
+        changes = []
+        for operation, before in zip(operations, befores, strict=True):
+            kind = str(getattr(operation[0], "value", operation[0])).lower()
+            mode = (operation[2] if len(operation) > 2 else {}).get("mode", UpdateMode.MERGE)
+            changes.append(self._change(kind, operation[1], mode, before))
+        self._report(changes)
+        return result
+
+
+def audited_table_client(table_client, audit_client: AuditClient, *, user_id: str, clock=None) -> AuditedTableClient:
+    """`table_client` (azure.data.tables.TableClient) with every write audited through `audit_client`.
+    clock (a callable returning a datetime) says when changes happen; it defaults to now."""
+    return AuditedTableClient(table_client, audit_client, user_id=user_id, clock=clock)

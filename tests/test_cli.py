@@ -4,8 +4,10 @@ JSON document with --json, and one-line errors."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import orjson
@@ -141,3 +143,68 @@ def test_help_lists_the_commands(env):
 
     assert result.returncode == 0
     assert "backup" in result.stdout and "list-backups" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["restore", "--table", "clijson", "--backup", "nope", "--json"], 1),  # refused by the domain
+        (["export", "--table", "clijsonmissing", "--output", "{tmp}/x.ndjson", "--json"], 1),  # no such table
+        (["restore", "--table", "clijson", "--json"], 2),  # usage checked in the command's body
+        (["verify", "--json"], 2),
+        (["backup", "--tabel", "x", "--json"], 2),  # an option that does not parse
+        (["audit", "--since", "2026-02-01T00:00:00Z", "--until", "2026-01-01T00:00:00Z", "--json"], 2),
+    ],
+)
+def test_every_failure_under_json_prints_one_error_document(storage, tmp_path, args, code):
+    result = run_cli(*(arg.replace("{tmp}", str(tmp_path)) for arg in args))
+
+    assert result.returncode == code
+    line = _one_line_error(result)
+    assert orjson.loads(result.stdout) == {"error": line.removeprefix("error: "), "exit_code": code}
+
+
+def test_unreachable_storage_under_json_is_an_error_document(env):
+    dead = free_port()
+    result = run_cli(
+        "list-backups",
+        "--json",
+        env={"BACKUP_BLOB_CONNECTION_STRING": connection_string(dead, dead, dead), "STORAGE_RETRIES": "0"},
+    )
+
+    assert result.returncode == 1
+    assert orjson.loads(result.stdout) == {"error": _one_line_error(result).removeprefix("error: "), "exit_code": 1}
+
+
+def test_version_names_the_command_and_its_version():
+    import tablebackup
+
+    result = run_cli("--version")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"tablebackup {tablebackup.__version__}\n"
+    assert (
+        tablebackup.__version__.split("+")[0]
+        == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    )
+
+
+def test_help_documents_the_exit_codes(env):
+    result = run_cli("--help")
+
+    codes = result.stdout.split("Exit codes:")[1]
+    for code, meaning in (
+        ("0", "success"),
+        ("1", "failure"),
+        ("2", "bad usage"),
+        ("3", "internal error"),
+        ("130", "interrupted"),
+    ):
+        assert re.search(rf"^\s+{code}\s+{meaning}", codes, re.M), codes
+
+
+def test_verbose_and_quiet_together_is_bad_usage(env):
+    result = run_cli("--verbose", "--quiet", "list-backups")
+
+    assert result.returncode == 2
+    assert "--verbose or --quiet" in _one_line_error(result)

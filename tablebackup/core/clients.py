@@ -86,6 +86,10 @@ def _blob_options(settings: Settings) -> dict:
             initial_backoff=settings.storage_retry_backoff_seconds,
             increment_base=2,
             retry_total=settings.storage_retries,
+            # Each kind of failure gets the same budget (the SDK caps each at 3 by default).
+            retry_connect=settings.storage_retries,
+            retry_read=settings.storage_retries,
+            retry_status=settings.storage_retries,
         ),
     }
 

@@ -8,7 +8,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import BackupError, StorageUnavailable
-from tablebackup.core.retrysettings import RetrySettings
+from tablebackup.core.retrysettings import RetrySettings, failure_reason
 from tablebackup.storage.tablequery import odata_string
 
 # A table deleted moments ago can't be recreated until the service finishes deleting it.
@@ -43,4 +43,4 @@ def create_table(storage: Storage, table: str) -> None:
             lost += 1
             if lost > retry.retries:
                 raise StorageUnavailable(f"creating table {table!r} failed: {str(error).splitlines()[0]}") from error
-            retry.wait(lost)
+            retry.wait_to_retry(lost, f"creating table {table!r}", failure_reason(error))

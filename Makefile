@@ -77,7 +77,10 @@ demo: $(DEMO_DEPS)
 demo-clean:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m localdev.demo clean
 
-test: setup
+# The installs are independent (venvs, npm trees, a Debian package): made side by side, as a fresh
+# clone (CI) would otherwise spend minutes on them one after another.
+test:
+	@$(MAKE) --no-print-directory -j4 setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact

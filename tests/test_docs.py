@@ -19,8 +19,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,8 +28,9 @@ import pytest
 
 from localdev.sample import candidates, seed_table
 from tablebackup.backup.archiver import backup_table
+from tablebackup.cli.app import main
 from tablebackup.core.clients import Storage
-from tablebackup.core.settings import Settings
+from tablebackup.core.settings import Settings, get_settings
 from tablebackup.storage.tablewriter import submit_operations, upsert_operations
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,30 +260,32 @@ def _real_instants(args: list[str]) -> list[str]:
     return real
 
 
-def _run(ws: Workspace, example: Example) -> None:
+def _run(ws: Workspace, example: Example, capsys, monkeypatch) -> None:
+    """The example as `tablebackup` runs it, in this process (a hundred interpreters starting would
+    cost a minute): the same main(), its own environment and folder, its own stdout and stderr."""
     runnable = _parse(example.page, _substituted(ws, example.line))
-    result = subprocess.run(
-        [sys.executable, "-m", "tablebackup", *_real_instants(runnable.args)],
-        cwd=ws.folder,
-        env={**os.environ, **runnable.env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
-    assert result.returncode == example.expected, (
-        f"{_rel(example.page)}: `$ {example.line}` exited {result.returncode}, documented {example.expected}\n"
-        f"stdout: {result.stdout[-1500:]}\nstderr: {result.stderr[-1500:]}"
+    with monkeypatch.context() as scoped:
+        scoped.chdir(ws.folder)
+        for name, value in runnable.env.items():
+            scoped.setenv(name, value)
+        get_settings.cache_clear()
+        capsys.readouterr()
+        code = main(_real_instants(runnable.args))
+        out, err = capsys.readouterr()
+    get_settings.cache_clear()
+    assert code == example.expected, (
+        f"{_rel(example.page)}: `$ {example.line}` exited {code}, documented {example.expected}\n"
+        f"stdout: {out[-1500:]}\nstderr: {err[-1500:]}"
     )
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_EXAMPLES, ids=_rel)
-def test_every_example_runs(page, audit_storage, unique_name, tmp_path, monkeypatch):
+def test_every_example_runs(page, audit_storage, unique_name, tmp_path, monkeypatch, capsys):
     ws = Workspace(table=unique_name("candidates"), folder=tmp_path, storage=audit_storage)
     SETUP.get(_rel(page), _seeded)(ws)
     monkeypatch.setenv("TABLE_NAME", ws.table)
     for example in _examples(page):
-        _run(ws, example)
+        _run(ws, example, capsys, monkeypatch)
 
 
 def test_the_pages_have_examples():

@@ -3,15 +3,26 @@
 Only the days in the range are read: one query per `AUDIT_YYYY-MM-DD` partition, bounded by
 RowKey (which starts with the entry's time) and filtered by the service on the other criteria.
 Entries are streamed (the CLI) or paged with a continuation token (HTTP), never held as one list.
+
+A table is matched by any spelling: entries keep `tableName` as the application sent it, and Azure's
+table names are case-insensitive (`Orders` is `orders`). The service filters on the range every case
+variant lies in (table_clause), and only entries whose table_key matches are kept (table_matches).
+
+Entries come in the order the changes happened, the order replay uses: by timestamp, and those of one
+entity that share a timestamp in the order they were sent (in_send_order), not by RowKey (whose
+suffix is a uuid). Only the entries of one timestamp are held to reorder them.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 import orjson
 
@@ -19,7 +30,7 @@ from tablebackup.audit.entries import PARTITION_PREFIX, entry_json, row_stamp
 from tablebackup.audit.messages import MAX_KEY_CHARS, OPERATIONS, canonical_instant, instant_text
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import InvalidInput, NotFound
-from tablebackup.core.names import validate_table_name
+from tablebackup.core.names import table_key, validate_table_name
 from tablebackup.storage.tablequery import iter_pages
 
 MAX_RANGE_DAYS = 3660
@@ -51,10 +62,93 @@ def time_range(since: datetime | None, until: datetime | None, default_days: int
     return since, until
 
 
+def table_clause(table: str) -> str:
+    """The service-side part of matching `table` by any spelling: its case variants with the same first
+    letter lie between the all-uppercase and the all-lowercase spelling of the rest (names are ASCII
+    letters and digits, and "A" < "a"). Other names in these ranges are dropped by table_matches.
+    Four comparisons: a query may hold 15."""
+    validate_table_name(table)
+    rest = table[1:]
+    ranges = [
+        f"(tableName ge {_literal(first + rest.upper())} and tableName le {_literal(first + rest.lower())})"
+        for first in (table[0].upper(), table[0].lower())
+    ]
+    return "(" + " or ".join(ranges) + ")"
+
+
+def table_matches(wire: dict, table: str | None) -> bool:
+    """Whether an entry (as the service sends it) is of `table`, in any spelling; any entry without one."""
+    return table is None or table_key(wire.get("tableName") or "") == table_key(table)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SendOrder:
+    """What tells apart the changes that share a timestamp: the entity, the sequence its sender gave
+    (tablebackup.audit.client.next_sequence) and the instant it was put on the queue."""
+
+    entity: tuple[str, str]
+    sequence: int | None
+    inserted_at: str | None
+
+
+def send_order_of(wire: dict) -> SendOrder:
+    """The SendOrder of an entry as the service sends it."""
+    inserted = wire.get("insertedAt")
+    return SendOrder(
+        entity=(wire.get("partitionKey") or "", wire.get("rowKey") or ""),
+        sequence=int(wire["sequence"]) if wire.get("sequence") is not None else None,
+        inserted_at=canonical_instant(str(inserted)) if inserted else None,
+    )
+
+
+def in_send_order(same_instant: Iterable[T], order: Callable[[T], SendOrder]) -> Iterator[tuple[T, bool]]:
+    """Changes that share a timestamp (given in RowKey order), each with whether it is tied. Those of
+    one entity come in the order they were sent: by sequence, else by queue insertion time, when these
+    tell every one of them apart; otherwise the order is unknown and they keep their RowKey order,
+    tied. Entities come in the order of their first RowKey."""
+    by_entity: dict[tuple[str, str], list[T]] = {}
+    for change in same_instant:
+        by_entity.setdefault(order(change).entity, []).append(change)
+    for same_entity in by_entity.values():
+        if len(same_entity) == 1:
+            yield same_entity[0], False
+            continue
+        for field in ("sequence", "inserted_at"):
+            values = [getattr(order(change), field) for change in same_entity]
+            if None not in values and len(set(values)) == len(values):
+                ordered = [change for _, change in sorted(zip(values, same_entity, strict=True), key=lambda p: p[0])]
+                yield from ((change, False) for change in ordered)
+                break
+        else:
+            yield from ((change, True) for change in same_entity)
+
+
+def _stamp(row_key: str) -> str:
+    """The time part of an entry's RowKey, `<stamp>_<uuid>`: entries of one timestamp share it."""
+    return row_key.split("_", 1)[0]
+
+
+def ordered_entries(wires: Iterable[dict], table: str | None, after: str | None = None) -> Iterator[dict]:
+    """Entries of one partition in RowKey order, kept when of `table` (any spelling), in send order.
+    With `after` (a RowKey), those that come after that entry in this order: the entries before its
+    timestamp must already be left out (by a RowKey bound), its own timestamp's must not."""
+    kept = (wire for wire in wires if table_matches(wire, table))
+    for stamp, same_instant in itertools.groupby(kept, key=lambda wire: _stamp(wire["RowKey"])):
+        ordered = [wire for wire, _ in in_send_order(same_instant, send_order_of)]
+        if after is not None and stamp == _stamp(after):
+            rows = [wire["RowKey"] for wire in ordered]
+            # The entry itself gone (pruned, say): what follows it in RowKey order is what is left.
+            ordered = ordered[rows.index(after) + 1 :] if after in rows else [w for w in ordered if w["RowKey"] > after]
+        yield from ordered
+
+
 def _criteria(table=None, partition_key=None, row_key=None, operation=None, user=None) -> list[str]:
     clauses = []
     if table is not None:
-        clauses.append(f"tableName eq {_literal(validate_table_name(table))}")
+        clauses.append(table_clause(table))
     if operation is not None:
         if not isinstance(operation, str) or operation.upper() not in OPERATIONS:
             raise InvalidInput(f"invalid operation {operation!r}: expected one of {', '.join(OPERATIONS)}")
@@ -94,7 +188,7 @@ def iter_entries(
     InvalidInput for bad criteria, raised before the first entry."""
     clauses = _criteria(table, partition_key, row_key, operation, user)
     since, until = time_range(since, until, storage.settings.audit_query_days)
-    wires = _wire_entries(storage, clauses, since, until, None)
+    wires = _wire_entries(storage, clauses, table, since, until, None)
     return (entry_json(storage, wire) for wire in wires)
 
 
@@ -121,7 +215,7 @@ def entries_page(
         raise InvalidInput("invalid continuation: it points outside its own time range")
     entries: list[dict] = []
     size, last = 0, None
-    for wire in _wire_entries(storage, clauses, since, until, resume):
+    for wire in _wire_entries(storage, clauses, criteria.get("table"), since, until, resume):
         if len(entries) >= limit or size >= PAGE_BYTES:
             return entries, _token(clauses, since, until, last)
         entry = entry_json(storage, wire)
@@ -132,24 +226,31 @@ def entries_page(
 
 
 def _wire_entries(
-    storage: Storage, clauses: list[str], since: datetime, until: datetime, resume: tuple[str, str] | None
+    storage: Storage,
+    clauses: list[str],
+    table: str | None,
+    since: datetime,
+    until: datetime,
+    resume: tuple[str, str] | None,
 ) -> Iterator[dict]:
-    """The matching entries as the service sends them, in time order; with `resume` (PartitionKey,
-    RowKey), only those after that entry."""
+    """The matching entries as the service sends them, in the order changes happened; with `resume`
+    (PartitionKey, RowKey), only those after that entry in this order."""
     # A RowKey starts with its entry's time; "~" sorts after "_", so entries at `until` are included.
     low, high = row_stamp(instant_text(since)), row_stamp(instant_text(until)) + "~"
     client = storage.tables.get_table_client(storage.settings.audit_table)
     for day in _days(since, until):
         partition = PARTITION_PREFIX + day.isoformat()
         bounds = [f"RowKey ge {_literal(low)}", f"RowKey lt {_literal(high)}"]
+        after = None
         if resume is not None:
             if partition < resume[0]:
                 continue
             if partition == resume[0]:
-                bounds.append(f"RowKey gt {_literal(resume[1])}")
+                # From the resumed entry's timestamp: its own may be sent after it in send order.
+                after = resume[1]
+                bounds.append(f"RowKey ge {_literal(_stamp(after))}")
         query = " and ".join([f"PartitionKey eq {_literal(partition)}", *bounds, *clauses])
-        for page in _pages(client, query):
-            yield from page
+        yield from ordered_entries(itertools.chain.from_iterable(_pages(client, query)), table, after)
 
 
 # Continuation tokens: base64url (no padding) of a JSON object naming the query and the last entry

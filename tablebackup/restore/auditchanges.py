@@ -6,10 +6,12 @@ UPDATE, DELETE; the app's own RESTORE, IMPORT, ... are not entity changes), as a
 a list. It reads the same partitions with the same RowKey bounds, and keeps each image's problem
 (entry_json's `unreadable`) with its change.
 
+The table is matched by any spelling the application sent (tablebackup.audit.queries.table_clause).
 Changes come in timestamp order. Changes of one entity that share a timestamp are put in the order
-the application sent them: by the sequence it sent, else by the queue's insertion time, when these
-tell every one of them apart. Otherwise the order is unknown: they keep their RowKey order (a uuid:
-no order at all) and are marked `tied`, so replay reports a gap instead of claiming faithfulness.
+the application sent them (tablebackup.audit.queries.in_send_order, the order `audit` lists): by the
+sequence it sent, else by the queue's insertion time, when these tell every one of them apart.
+Otherwise the order is unknown: they keep their RowKey order (a uuid: no order at all) and are marked
+`tied`, so replay reports a gap instead of claiming faithfulness.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from datetime import UTC, date, datetime, timedelta
 
 from tablebackup.audit.entries import PARTITION_PREFIX, entry_json, row_stamp
 from tablebackup.audit.messages import DATA_OPERATIONS, canonical_instant, instant_text
-from tablebackup.audit.queries import MAX_RANGE_DAYS, time_range
+from tablebackup.audit.queries import (
+    MAX_RANGE_DAYS,
+    SendOrder,
+    table_clause,
+    table_matches,
+    time_range,
+)
+from tablebackup.audit.queries import in_send_order as _in_send_order
 from tablebackup.core.clients import Storage
 from tablebackup.core.entities import check_entity
 from tablebackup.core.errors import InvalidInput, NotFound
@@ -89,26 +98,16 @@ def _change(storage: Storage, wire: dict) -> Change:
     )
 
 
-def _send_order(same_entity: list[Change]) -> list[Change]:
-    """Changes of one entity at one instant in the order they were sent, or marked tied."""
-    if len(same_entity) == 1:
-        return same_entity
-    for order in (lambda change: change.sequence, lambda change: change.inserted_at):
-        values = [order(change) for change in same_entity]
-        if None not in values and len(set(values)) == len(values):
-            return sorted(same_entity, key=order)
-    return [replace(change, tied=True) for change in same_entity]
+def _send_order(change: Change) -> SendOrder:
+    return SendOrder(change.key, change.sequence, change.inserted_at)
 
 
 def in_send_order(changes: Iterable[Change]) -> Iterator[Change]:
     """Changes in timestamp order, those of one entity at one instant in send order (see above).
     Memory holds the changes of one instant."""
     for _, same_instant in itertools.groupby(changes, key=lambda change: change.timestamp):
-        by_entity: dict[tuple[str, str], list[Change]] = {}
-        for change in same_instant:
-            by_entity.setdefault(change.key, []).append(change)
-        for same_entity in by_entity.values():
-            yield from _send_order(same_entity)
+        for change, tied in _in_send_order(same_instant, _send_order):
+            yield replace(change, tied=True) if tied else change
 
 
 def _days(first: date, last: date) -> Iterator[date]:
@@ -123,7 +122,7 @@ def _query(table: str, day: date, low: str, high: str | None, keys: tuple[str | 
     ]
     if high is not None:
         clauses.append(f"RowKey lt {odata_string(high)}")
-    clauses += [f"tableName eq {odata_string(table)}", _DATA_CLAUSE]
+    clauses += [table_clause(table), _DATA_CLAUSE]
     for name, value in zip(("partitionKey", "rowKey"), keys, strict=True):
         if value is not None:
             clauses.append(f"{name} eq {odata_string(value)}")
@@ -157,23 +156,27 @@ def _entries(storage: Storage, table: str, days: Iterator[date], low: str, high:
         try:
             for page in iter_pages(client, query_filter=query):
                 for wire in page:
-                    yield _change(storage, wire)
+                    if table_matches(wire, table):
+                        yield _change(storage, wire)
         except NotFound:
             return  # no audit table yet: nothing was ever audited
 
 
 def first_change_after(storage: Storage, table: str, instant: datetime) -> str | None:
-    """The timestamp of the first audited change of `table` after `instant`, looking up to a day past
-    now (clock skew) and at most MAX_RANGE_DAYS; None if there is none."""
+    """The timestamp of the first audited change of `table` (any spelling) after `instant`, looking up
+    to a day past now (clock skew) and at most MAX_RANGE_DAYS; None if there is none."""
     instant = instant if instant.tzinfo else instant.replace(tzinfo=UTC)
     low = row_stamp(instant_text(instant)) + "~"  # strictly after: "~" sorts after the "_<id>" suffix
     last = min(max(datetime.now(UTC), instant) + timedelta(days=1), instant + timedelta(days=MAX_RANGE_DAYS))
     client = storage.tables.get_table_client(storage.settings.audit_table)
     for day in _days(instant.astimezone(UTC).date(), last.astimezone(UTC).date()):
         try:
-            for page in iter_pages(client, query_filter=_query(table, day, low, None, (None, None)), page_size=1):
-                if page:
-                    return canonical_instant(page[0]["timestamp"])
+            query = _query(table, day, low, None, (None, None))
+            # Entries of other tables in the spelling range are skipped: a page of keys is cheap.
+            for page in iter_pages(client, query_filter=query, select=["tableName", "timestamp"], page_size=100):
+                for wire in page:
+                    if table_matches(wire, table):
+                        return canonical_instant(wire["timestamp"])
         except NotFound:
             return None
     return None

@@ -16,6 +16,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableClient
 
 from tablebackup.audit.messages import DATA_OPERATIONS
+from tablebackup.audit.queries import table_clause, table_matches
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import DamagedBackup, NotFound, StorageUnavailable
 from tablebackup.core.names import BACKUP_ID_RE, table_key
@@ -259,24 +260,46 @@ _SECONDS_A_DAY = 86_400
 _APPLICATION_CHANGES = "(" + " or ".join(f"operation eq {odata_string(op)}" for op in DATA_OPERATIONS) + ")"
 
 
+# A probe reads at most this many pages of keys to pass other tables' entries in the spelling range.
+_MAX_PROBE_PAGES = 5
+_PROBE_PAGE_ROWS = 1000
+
+
+def _first_entry_of(client: TableClient, query: str, table: str) -> str | None:
+    """The RowKey of the first entry of `table` (any spelling) the query finds, reading at most
+    _MAX_PROBE_PAGES pages; None if there is none (or other tables' entries fill those pages)."""
+    try:
+        pages = client.query_entities(query, results_per_page=_PROBE_PAGE_ROWS, select=["RowKey", "tableName"])
+        for number, page in enumerate(pages.by_page(), start=1):
+            for row in page:
+                if table_matches(row, table):
+                    return row["RowKey"]
+            if number >= _MAX_PROBE_PAGES:
+                break
+    except AzureError as error:
+        if _table_missing(error):
+            return None
+        raise StorageUnavailable(f"reading table {client.table_name!r} failed: {str(error).splitlines()[0]}") from error
+    return None
+
+
 def newest_audit_event(storage: Storage, table: str, now: datetime) -> datetime | None:
-    """The time of the table's newest audited application change (INSERT, UPDATE, DELETE) in the
-    last AUDIT_LOOKBACK_DAYS UTC days, to the second: one probe per day, then a binary search on the
-    RowKey's time prefix (17 probes at most). None if there is none."""
+    """The time of the table's newest audited application change (INSERT, UPDATE, DELETE), sent under
+    any spelling of its name, in the last AUDIT_LOOKBACK_DAYS UTC days, to the second: one probe per
+    day, then a binary search on the RowKey's time prefix (17 probes at most). None if there is none."""
     client = storage.tables.get_table_client(storage.settings.audit_table)
     until = f"{now.astimezone(UTC):%Y%m%dT%H%M%S}~"  # nothing after the clock ("~" sorts after the fraction)
     for back in range(AUDIT_LOOKBACK_DAYS):
         day = (now.astimezone(UTC) - timedelta(days=back)).date()
         partition = (
-            f"PartitionKey eq {odata_string('AUDIT_' + day.isoformat())} and tableName eq {odata_string(table)}"
+            f"PartitionKey eq {odata_string('AUDIT_' + day.isoformat())} and {table_clause(table)}"
             f" and {_APPLICATION_CHANGES}"
         )
 
         def first_at_or_after(second: int, partition=partition, day=day) -> str | None:
             stamp = f"{day:%Y%m%d}T{second // 3600:02d}{second // 60 % 60:02d}{second % 60:02d}"
             window = f"RowKey ge {odata_string(stamp)} and RowKey lt {odata_string(until)}"
-            rows = newest_rows(client, f"{partition} and {window}", 1, select=["RowKey"])
-            return rows[0]["RowKey"] if rows else None
+            return _first_entry_of(client, f"{partition} and {window}", table)
 
         newest = first_at_or_after(0)
         if newest is None:

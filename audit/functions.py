@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from tablebackup.audit.queries import PAGE_ENTRIES, entries_page
 from tablebackup.audit.writer import handle_message
 from tablebackup.core.clients import Storage
-from tablebackup.http import error_response, json_response, parse_fields, query_fields
+from tablebackup.http import Given, error_response, json_response, parse_fields, query_fields
 
 bp = func.Blueprint()
 
@@ -33,14 +33,15 @@ def audit_writer(msg: func.QueueMessage) -> None:
 class AuditQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    table: str | None = None
+    table: Given | None = None
+    # An empty key is a key: ?partitionKey= asks for the entities whose PartitionKey is "".
     partition_key: str | None = Field(None, alias="partitionKey")
     row_key: str | None = Field(None, alias="rowKey")
-    operation: str | None = None
-    user: str | None = None
+    operation: Given | None = None
+    user: Given | None = None
     since: datetime | None = None
     until: datetime | None = None
-    continuation: str | None = None
+    continuation: Given | None = None
     # A query string value is text: digits only, no sign, spaces or exponent.
     limit: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,3}$")] = str(PAGE_ENTRIES)
 

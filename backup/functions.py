@@ -14,9 +14,10 @@ from tablebackup.core import telemetry
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import InvalidInput, NotFound
 from tablebackup.core.names import BACKUP_ID_RE, table_key, validate_backup_id
-from tablebackup.http import caller, error_response, json_response, parse_body, parse_fields, query_fields
+from tablebackup.http import Given, caller, error_response, json_response, parse_body, parse_fields, query_fields
 from tablebackup.inspect.show import LATEST, describe_backup
 from tablebackup.repository.backupformat import BackupReason
+from tablebackup.storage.tables import table_exists
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def prune_daily(timer: func.TimerRequest) -> None:
 class BackupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tables: list[str] | None = None
+    tables: list[Given] | None = None
     all: bool = False
 
 
@@ -83,7 +84,7 @@ def backup_now(req: func.HttpRequest, context: func.Context) -> func.HttpRespons
 class ListRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    table: str | None = None
+    table: Given | None = None
 
 
 @bp.function_name("list_backups")
@@ -92,7 +93,10 @@ def list_backups(req: func.HttpRequest) -> func.HttpResponse:
     try:
         request = parse_fields(query_fields(req), ListRequest)
         storage = Storage.from_settings()
-        listing = describe_backups(storage, request.table or storage.settings.table_name)
+        table = request.table or storage.settings.table_name  # only when ?table= is left out
+        listing = describe_backups(storage, table)
+        if not listing["backups"] and not table_exists(storage, table):
+            raise NotFound(f"table {table!r} neither exists nor has complete backups: check its name")
     except Exception as error:
         return error_response(error)
     return json_response(listing)
@@ -101,7 +105,7 @@ def list_backups(req: func.HttpRequest) -> func.HttpResponse:
 class ShowRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    table: str | None = None  # needed only for `latest`; an id names its table
+    table: Given | None = None  # needed only for `latest`; an id names its table
 
 
 @bp.function_name("show_backup")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tablebackup.core.clients import Storage
 from tablebackup.core.instants import parse_instant
-from tablebackup.http import caller, error_response, json_response, parse_body
+from tablebackup.http import Given, caller, error_response, json_response, parse_body
 from tablebackup.restore import operations
 from tablebackup.restore.restorer import RestoreRequest
 
@@ -19,11 +19,11 @@ bp = func.Blueprint()
 class RestoreBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    table: str
-    backup: str | None = None
+    table: Given
+    backup: Given | None = None
     as_of: datetime | None = Field(None, alias="asOf")
-    target: str | None = None
-    filter: str | None = Field(None, max_length=10_000)
+    target: str | None = None  # a blank one: check_target_given refuses it, as for the CLI
+    filter: Given | None = Field(None, max_length=10_000)
     mode: Literal["replace", "merge", "missing", "mirror"] = "replace"
     dry_run: bool = Field(False, alias="dryRun")
     force: bool = False

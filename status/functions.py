@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import InvalidInput
-from tablebackup.http import error_response, json_response, parse_fields, query_fields
+from tablebackup.http import Given, error_response, json_response, parse_fields, query_fields
 from tablebackup.status.page import CONTENT_SECURITY_POLICY, render
 from tablebackup.status.report import account_status
 
@@ -16,7 +16,7 @@ bp = func.Blueprint()
 class StatusQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    table: str | None = None
+    table: Given | None = None
 
     def tables(self):
         """`?table=a,b` as ["a", "b"]; None means every table."""

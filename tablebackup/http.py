@@ -8,7 +8,7 @@ from typing import Annotated, TypeVar
 
 import azure.functions as func
 import orjson
-from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 
 from tablebackup.core.errors import (
     BackupError,
@@ -59,6 +59,16 @@ def _query_flag(value: object) -> object:
     return value
 
 
+def _given(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is empty: give a value")
+    return value
+
+
+# A value that names or narrows what a request touches (a table, a backup, a filter): given empty or
+# blank (an unset variable in the caller's script) it is refused, never taken for the default.
+Given = Annotated[str, AfterValidator(_given)]
+
 # A boolean in a query string: exactly `true` or `false` (pydantic alone also takes yes, on, 1, ...).
 QueryFlag = Annotated[bool, BeforeValidator(_query_flag)]
 
@@ -84,8 +94,9 @@ def parse_body(req: func.HttpRequest, model: type[Model]) -> Model:
 
 def query_fields(req: func.HttpRequest) -> dict:
     """The query string's parameters. `code` is the function key, which the host leaves in the
-    query string; an empty value (`?filter=`) means the parameter was not given."""
-    return {name: value for name, value in req.params.items() if name != "code" and value != ""}
+    query string. An empty value (`?filter=`) is kept: the model refuses it where it names or
+    narrows (Given) rather than take it for the parameter left out."""
+    return {name: value for name, value in req.params.items() if name != "code"}
 
 
 def caller(req: func.HttpRequest) -> str:

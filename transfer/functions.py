@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import InvalidInput
-from tablebackup.http import QueryFlag, caller, error_response, json_response, parse_fields, query_fields
+from tablebackup.http import Given, QueryFlag, caller, error_response, json_response, parse_fields, query_fields
 from tablebackup.transfer import exporter
 from tablebackup.transfer.importer import ImportRequest, import_entities
 from tablebackup.transfer.records import MalformedInput
@@ -22,8 +22,8 @@ Format = Literal["ndjson", "json", "csv"]
 class ExportQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    filter: str | None = Field(None, max_length=10_000)
-    select: str | None = Field(None, max_length=10_000)
+    filter: Given | None = Field(None, max_length=10_000)
+    select: Given | None = Field(None, max_length=10_000)
     format: Format = "ndjson"
 
 
@@ -62,9 +62,9 @@ class ImportQuery(BaseModel):
     format: Format | None = None
     mode: Literal["replace", "merge", "missing"] = "replace"
     dry_run: QueryFlag = Field(False, alias="dryRun")
-    blob: str | None = Field(None, min_length=1, max_length=1024)
+    blob: Given | None = Field(None, max_length=1024)
     # As the CLI's --types and --infer-types (tablebackup.transfer.typerules).
-    types: str | None = Field(None, max_length=10_000)
+    types: Given | None = Field(None, max_length=10_000)
     infer_types: bool = Field(False, alias="inferTypes")
     # The table may be one of the app's own tables; import never deletes.
     allow_app_table: QueryFlag = Field(False, alias="allowAppTable")

@@ -7,7 +7,7 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
 from tablebackup.core.clients import Storage
-from tablebackup.http import error_response, json_response, parse_fields, query_fields
+from tablebackup.http import Given, error_response, json_response, parse_fields, query_fields
 from tablebackup.verify.checker import verify_and_record
 from tablebackup.verify.drills import drill_history, scheduled_drills
 
@@ -37,7 +37,7 @@ def dr_drill(timer: func.TimerRequest) -> None:
 class DrillQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    table: str | None = None
+    table: Given | None = None
     limit: int = Field(50, ge=1, le=1000)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import click
 import orjson
 
-from tablebackup.cli.common import IsoInstant, json_option, open_storage
+from tablebackup.cli.common import IsoInstant, json_option, not_blank, open_storage
 from tablebackup.cli.output import emit, json_stream
 
 # As tablebackup.audit.messages.OPERATIONS; repeated so --help works without importing the domain.
@@ -48,11 +48,11 @@ def _write_text(entries: Iterator[dict]) -> None:
 
 
 @click.command()
-@click.option("--table", "-t", help="Only changes to this audited table.")
+@click.option("--table", "-t", callback=not_blank("a table name"), help="Only changes to this audited table.")
 @click.option("--partition-key", "partition_key", help="Only changes to entities with this PartitionKey.")
 @click.option("--row-key", "row_key", help="Only changes to entities with this RowKey.")
 @click.option("--operation", type=click.Choice(OPERATIONS, case_sensitive=False), help="Only this operation.")
-@click.option("--user", help="Only changes made by this user.")
+@click.option("--user", callback=not_blank("a user name"), help="Only changes made by this user.")
 @click.option("--since", type=IsoInstant(), help="From this instant (default: AUDIT_QUERY_DAYS days before --until).")
 @click.option("--until", type=IsoInstant(), help="Up to this instant (default: now).")
 @json_option

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import click
 
-from tablebackup.cli.common import CommandFailed, current_user, human_size, json_option, open_storage
+from tablebackup.cli.common import CommandFailed, current_user, human_size, json_option, not_blank, open_storage
 from tablebackup.cli.output import emit, progress
 
 
@@ -21,7 +21,14 @@ def _backup_text(data: dict) -> str:
 
 
 @click.command()
-@click.option("--table", "-t", "table", multiple=True, help="Table to back up; repeat for more.")
+@click.option(
+    "--table",
+    "-t",
+    "table",
+    multiple=True,
+    callback=not_blank("a table name"),
+    help="Table to back up; repeat for more.",
+)
 @click.option("--all", "every_table", is_flag=True, help="Back up every table in the account.")
 @click.option(
     "--incremental",
@@ -104,18 +111,23 @@ def _taken_at(summary: dict) -> datetime:
 
 
 @click.command("list-backups")
-@click.option("--table", "-t", help="Table (default: TABLE_NAME).")
+@click.option("--table", "-t", callback=not_blank("a table name"), help="Table (default: TABLE_NAME).")
 @json_option
 def list_backups(table: str | None, as_json: bool) -> None:
     """List a table's complete backups, newest first, the seed's old ones (kind legacy) included: why
     each was taken (scheduled, on demand, or the safety backup of a restore or import), its last
     verification, and which one `latest` means (*)."""
     from tablebackup.backup.listing import describe_backups
+    from tablebackup.core.errors import NotFound
     from tablebackup.repository.legacybackups import legacy_backups
+    from tablebackup.storage.tables import table_exists
 
     storage = open_storage()
-    table = table or storage.settings.table_name
+    table = table or storage.settings.table_name  # only when --table is left out: a blank one was refused
     listing = describe_backups(storage, table)
     listing["backups"] += [old.summary() for old in legacy_backups(storage.backups, table)]
+    if not listing["backups"] and not table_exists(storage, table):
+        # Most likely a misspelt name: "no complete backups" would read as a table at risk.
+        raise NotFound(f"table {table!r} neither exists nor has complete backups: check its name")
     listing["backups"].sort(key=_taken_at, reverse=True)
     emit(listing, as_json, _list_text)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import click
 
@@ -21,19 +21,27 @@ json_option = click.option(
 )
 
 
-def _not_blank(ctx, param, value):
-    """An empty or blank table name (an unset shell variable) is a usage error, never a default."""
-    if value is not None and not value.strip():
-        raise click.BadParameter("is empty: give a table name, or leave the option out", ctx, param)
-    return value
+def not_blank(what: str):
+    """A callback refusing a given but empty or blank value (an unset shell variable) of an option that
+    names or narrows what the command touches: a usage error, never the option's default. Keys
+    (--partition-key, --row-key) do not use it: an empty key is a key."""
+
+    def check(ctx, param, value):
+        values = value if isinstance(value, tuple) else (value,)  # a repeatable option's values
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            leave = "" if param.required else ", or leave the option out"
+            raise click.BadParameter(f"is empty: give {what}{leave}", ctx, param)
+        return value
+
+    return check
 
 
 def target_option(help_text: str):
-    return click.option("--target", callback=_not_blank, help=help_text)
+    return click.option("--target", callback=not_blank("a table name"), help=help_text)
 
 
 def table_option(help_text: str):
-    return click.option("--table", "-t", required=True, callback=_not_blank, help=help_text)
+    return click.option("--table", "-t", required=True, callback=not_blank("a table name"), help=help_text)
 
 
 allow_app_table_option = click.option(
@@ -56,6 +64,7 @@ def typing_options(command):
         "--types",
         "types_text",
         metavar="NAME=Edm.TYPE,...",
+        callback=not_blank("NAME=Edm.TYPE pairs"),
         help="The EDM type of properties the input leaves untyped, e.g. when=Edm.DateTime,score=Edm.Double.",
     )(command)
 
@@ -114,7 +123,28 @@ class IsoInstant(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, datetime):
             return value
+        if not value.strip():
+            self.fail(
+                "is empty: give an ISO-8601 instant such as 2026-11-25T02:00:00Z, or leave the option out", param, ctx
+            )
         try:
-            return parse_instant(value)  # keeps a 7th fractional digit
+            instant = parse_instant(value)  # keeps a 7th fractional digit
         except ValueError:
             self.fail(f"{value!r} is not an ISO-8601 instant such as 2026-11-25T02:00:00Z", param, ctx)
+        try:
+            # An offset can carry an instant past year 1 or 9999 in UTC, where no arithmetic works.
+            instant.astimezone(UTC)
+        except OverflowError:
+            self.fail(f"{value!r} is outside the years 0001 to 9999 in UTC", param, ctx)
+        return instant
+
+
+class GivenPath(click.Path):
+    """A click.Path that refuses an empty or blank one, which click would take for the current folder."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            leave = "" if param is not None and param.required else ", or leave the option out"
+            what = "a file or folder name" if self.dir_okay else "a file name"
+            self.fail(f"is empty: give {what}{leave}", param, ctx)
+        return super().convert(value, param, ctx)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tablebackup.cli.common import human_size, json_option, open_storage, table_option
+from tablebackup.cli.common import GivenPath, human_size, json_option, not_blank, open_storage, table_option
 from tablebackup.cli.output import emit
 
 # diff's exit codes: 0 identical, 1 different (CommandFailed), 2 bad usage (click), and 3 when the
@@ -54,7 +54,14 @@ def _show_text(b: dict) -> str:
 
 @click.command()
 @table_option("The backed-up table.")
-@click.option("--backup", "-b", "backup", required=True, help="A backup id, or `latest`.")
+@click.option(
+    "--backup",
+    "-b",
+    "backup",
+    required=True,
+    callback=not_blank("a backup id or latest"),
+    help="A backup id, or `latest`.",
+)
 @json_option
 def show(table: str, backup: str, as_json: bool) -> None:
     """Show what one backup is: when and why it was taken, its kind and chain, parts, key range,
@@ -110,13 +117,30 @@ class _Lines:
 
 @click.command()
 @table_option("The table.")
-@click.option("--from", "from_backup", required=True, help="The backup to compare from: an id, or `latest`.")
-@click.option("--to", "to_backup", help="The backup to compare with (an id, or `latest`); default: the live table.")
-@click.option("--filter", "filter_text", metavar="ODATA", help="Compare only entities matching this OData filter.")
+@click.option(
+    "--from",
+    "from_backup",
+    required=True,
+    callback=not_blank("a backup id or latest"),
+    help="The backup to compare from: an id, or `latest`.",
+)
+@click.option(
+    "--to",
+    "to_backup",
+    callback=not_blank("a backup id or latest"),
+    help="The backup to compare with (an id, or `latest`); default: the live table.",
+)
+@click.option(
+    "--filter",
+    "filter_text",
+    metavar="ODATA",
+    callback=not_blank("an OData filter"),
+    help="Compare only entities matching this OData filter.",
+)
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=GivenPath(dir_okay=False, path_type=Path),
     help="Write one NDJSON line per differing entity to FILE (written whole, or not at all).",
 )
 @json_option

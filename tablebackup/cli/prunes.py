@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tablebackup.cli.common import CommandFailed, IsoInstant, current_user, json_option, open_storage
+from tablebackup.cli.common import CommandFailed, IsoInstant, current_user, json_option, not_blank, open_storage
 from tablebackup.cli.output import emit
 
 _count = click.IntRange(min=0)
@@ -24,7 +24,14 @@ def _prune_text(data: dict) -> str:
 
 
 @click.command()
-@click.option("--table", "-t", "table", multiple=True, help="Table to prune; repeat for more (default: every table).")
+@click.option(
+    "--table",
+    "-t",
+    "table",
+    multiple=True,
+    callback=not_blank("a table name"),
+    help="Table to prune; repeat for more (default: every table).",
+)
 @click.option("--keep-daily", type=_count, help="Newest backup of each of the last N days with backups.")
 @click.option("--keep-weekly", type=_count, help="Newest backup of each of the last N ISO weeks with backups.")
 @click.option("--keep-monthly", type=_count, help="Newest backup of each of the last N months with backups.")

@@ -9,6 +9,7 @@ from tablebackup.cli.common import (
     allow_app_table_option,
     current_user,
     json_option,
+    not_blank,
     open_storage,
     parse_types_option,
     table_option,
@@ -61,6 +62,7 @@ def _restore_text(data: dict) -> str:
 @click.option(
     "--backup",
     "-b",
+    callback=not_blank("a backup id or latest"),
     help="A backup id, 'latest' (the table's newest known state, never a safety backup), or the name of one of "
     "the seed's old backups (<table>-<time>.json).",
 )
@@ -71,7 +73,12 @@ def _restore_text(data: dict) -> str:
     help="Use the newest backup taken at or before this instant (the seed's old backups included).",
 )
 @target_option("Restore into this table instead (created if missing).")
-@click.option("--filter", "query_filter", help="OData filter: restore only the entities it selects.")
+@click.option(
+    "--filter",
+    "query_filter",
+    callback=not_blank("an OData filter"),
+    help="OData filter: restore only the entities it selects.",
+)
 @click.option(
     "--mode",
     type=click.Choice(["replace", "merge", "missing", "mirror"]),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tablebackup.cli.common import CommandFailed, human_size, json_option, open_storage
+from tablebackup.cli.common import CommandFailed, GivenPath, human_size, json_option, not_blank, open_storage
 from tablebackup.cli.output import emit
 
 _STYLE = {"protected": "bold green", "at risk": "bold yellow", "unprotected": "bold red"}
@@ -49,11 +49,18 @@ def _print_table(document: dict) -> None:
 
 
 @click.command()
-@click.option("--table", "-t", "tables", multiple=True, help="A table to report (repeatable; default: every table).")
+@click.option(
+    "--table",
+    "-t",
+    "tables",
+    multiple=True,
+    callback=not_blank("a table name"),
+    help="A table to report (repeatable; default: every table).",
+)
 @click.option(
     "--page",
     "page",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=GivenPath(dir_okay=False, writable=True, path_type=Path),
     help="Also write the status as a self-contained HTML page to this file.",
 )
 @json_option

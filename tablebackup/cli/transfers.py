@@ -11,10 +11,12 @@ import click
 
 from tablebackup.cli.common import (
     CommandFailed,
+    GivenPath,
     allow_app_table_option,
     current_user,
     human_size,
     json_option,
+    not_blank,
     open_storage,
     parse_types_option,
     table_option,
@@ -34,11 +36,25 @@ def _export_text(data: dict) -> str:
 
 
 @click.command("export")
-@click.option("--table", "-t", required=True, help="The table to export.")
-@click.option("--filter", "query_filter", help="OData filter: export only the entities it selects.")
-@click.option("--select", help="Comma-separated properties to export (keys are always included).")
+@table_option("The table to export.")
+@click.option(
+    "--filter",
+    "query_filter",
+    callback=not_blank("an OData filter"),
+    help="OData filter: export only the entities it selects.",
+)
+@click.option(
+    "--select",
+    callback=not_blank("property names"),
+    help="Comma-separated properties to export (keys are always included).",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="ndjson", show_default=True)
-@click.option("--output", "-o", help="File to write, or - for stdout. Default: T-export-YYYYmmdd-HHMMSS.<format>.")
+@click.option(
+    "--output",
+    "-o",
+    callback=not_blank("a file name or -"),
+    help="File to write, or - for stdout. Default: T-export-YYYYmmdd-HHMMSS.<format>.",
+)
 @json_option
 def export(table, query_filter, select, fmt, output, as_json) -> None:
     """Export a table, or what a filter selects, as NDJSON (lossless, the backup encoding), JSON or CSV."""
@@ -105,7 +121,7 @@ def _problems_text(data: dict) -> str:
     "-i",
     "input_path",
     required=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=GivenPath(exists=True, path_type=Path),
     help="An export (.ndjson, .json, .csv), a backup data blob (gzip NDJSON), a folder holding a "
     "whole downloaded backup (its manifest.json and data blobs, one or several parts), an AzCopy 7.3 table "
     "export (its .manifest, or the folder holding it and its data files), one of the seed's "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tablebackup.cli.common import CommandFailed, json_option, open_storage
+from tablebackup.cli.common import CommandFailed, json_option, not_blank, open_storage, table_option
 from tablebackup.cli.output import emit
 
 
@@ -30,8 +30,13 @@ def _verify_text(data: dict) -> str:
 
 
 @click.command()
-@click.option("--table", "-t", help="The table whose backup to verify (default: its newest complete backup).")
-@click.option("--backup", "-b", help="A backup id to verify instead of the newest.")
+@click.option(
+    "--table",
+    "-t",
+    callback=not_blank("a table name"),
+    help="The table whose backup to verify (default: its newest complete backup).",
+)
+@click.option("--backup", "-b", callback=not_blank("a backup id"), help="A backup id to verify instead of the newest.")
 @click.option("--all", "every_table", is_flag=True, help="Verify the newest complete backup of every backed-up table.")
 @json_option
 def verify(table, backup, every_table, as_json) -> None:
@@ -60,7 +65,7 @@ def _drill_text(data: dict) -> str:
 
 
 @click.command()
-@click.option("--table", "-t", required=True, help="The table whose newest backup to drill.")
+@table_option("The table whose newest backup to drill.")
 @click.option("--full", is_flag=True, help="Restore the whole backup instead of one random entity.")
 @json_option
 def drill(table, full, as_json) -> None:

@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None, prog_name: str = "tablebackup") -> int:
          unreachable, a missing table or backup, a damaged backup; a failed verification, drill,
          import or backup of a table; status: a table not protected; storage or the operating
          system failing where no domain function said more)
-    2    bad usage (click's usage errors: an unknown option, a missing or conflicting argument)
+    2    bad usage (click's usage errors: an unknown option, a missing or conflicting argument, a
+         blank option that names or narrows what the command touches, a refusal of bad input
+         that the domain makes before writing, as erase's)
     3    internal error: any other exception (a bug, a broken installation such as an
          ImportError); one line `error: internal error: <type>: <first line>`, the traceback
          only with --verbose

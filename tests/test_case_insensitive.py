@@ -122,3 +122,36 @@ def test_verifications_and_drills_are_keyed_by_the_canonical_name(storage, mixed
     results.save_row(storage, storage.settings.drills_table, mixed, at - timedelta(days=1), {"ok": True})
     results.save_row(storage, storage.settings.drills_table, mixed.lower(), at, {"ok": False})
     assert [row["ok"] for row in drill_history(storage, mixed.lower().capitalize())] == [False, True]
+
+
+def _table_names(storage) -> list[str]:
+    return [t.name for t in storage.tables.list_tables()]
+
+
+def test_a_mirror_into_an_existing_table_typed_in_another_case_is_a_mirror_into_that_table(storage, mixed):
+    """The service would address `mixed` typed in lowercase as the same table: the restore finds it,
+    takes its safety backup, plans its deletions and writes under its own spelling."""
+    backup = backup_table(storage, mixed)
+    client = storage.tables.get_table_client(mixed)
+    client.upsert_entity({"PartitionKey": "NEW", "RowKey": "after-backup"})
+
+    result = run_cli("restore", "--table", mixed.lower(), "--backup", backup.backup, "--mode", "mirror", "--json")
+
+    assert result.returncode == 0, result.stderr
+    body = orjson.loads(result.stdout)
+    assert body["target"] == mixed and body["deleted"] == 1 and body["safety_backup"]
+    assert "after-backup" not in _row_keys(storage, mixed)
+    assert mixed.lower() not in _table_names(storage)  # no second table under the typed spelling
+
+
+def test_an_import_writes_into_the_existing_spelling(storage, mixed, tmp_path):
+    path = tmp_path / "one.ndjson"
+    path.write_text('{"PartitionKey":"IMPORTED","RowKey":"1","n":1}\n')
+
+    imported = run_cli("import", "--table", mixed.lower(), "--input", str(path), "--json")
+
+    assert imported.returncode == 0, imported.stderr
+    assert "1" in {
+        e["RowKey"] for e in storage.tables.get_table_client(mixed).query_entities("PartitionKey eq 'IMPORTED'")
+    }
+    assert mixed.lower() not in _table_names(storage)

@@ -261,9 +261,9 @@ def test_an_interrupted_restore_converges_when_run_again(
     with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("STORAGE_RETRIES", "0")
         get_settings.cache_clear()
-        # The table check, the safety backup's read of the (empty) target and two batches get
-        # through; then storage fails for good.
-        proxy.failures = [None, None, None, None, *[500] * 50]
+        # The target's lookup (any spelling) and existence check, the safety backup's read of the
+        # (empty) target and two batches get through; then storage fails for good.
+        proxy.failures = [None, None, None, None, None, *[500] * 50]
         from tablebackup.core.clients import Storage
 
         with pytest.raises(BackupError):

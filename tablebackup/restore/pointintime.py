@@ -64,7 +64,7 @@ from tablebackup.restore.auditchanges import Change, first_change_after, read_ch
 from tablebackup.restore.restorer import RestoreRequest, RestoreResult, restore
 from tablebackup.storage.odatafilter import ODataFilter, parse_filter
 from tablebackup.storage.tablequery import iter_pages, odata_string
-from tablebackup.storage.tables import create_table, table_exists
+from tablebackup.storage.tables import addressed, create_table, table_exists
 from tablebackup.storage.tablewriter import Operation, submit_operations
 from tablebackup.storage.targets import resolve_target
 
@@ -162,6 +162,7 @@ def check_point_in_time(storage: Storage, request: RestoreRequest) -> Checked:
     target = resolve_target(
         storage.settings, request.table, request.target, mode=request.mode, allow_app_table=request.allow_app_table
     )
+    target = addressed(storage, target)  # an existing table under another spelling is that table
     if request.as_of is None or request.backup is not None:
         raise InvalidInput("replaying the audit trail restores to an instant: give an as-of instant and no backup id")
     if request.mode not in REPLAY_MODES:
@@ -505,7 +506,9 @@ def undelete(
     The audit trail is searched from `since` (default: AUDIT_QUERY_DAYS ago) to now. Refuses an
     erased key, an entity the target holds, and an entity neither source has."""
     validate_table_name(table)
-    target = resolve_target(storage.settings, table, target, mode="missing", allow_app_table=allow_app_table)
+    target = addressed(
+        storage, resolve_target(storage.settings, table, target, mode="missing", allow_app_table=allow_app_table)
+    )
     for name, value in (("partition key", partition_key), ("row key", row_key)):
         if not isinstance(value, str):
             raise InvalidInput(f"the {name} must be a string")

@@ -47,7 +47,7 @@ from tablebackup.restore.drydiff import DIFF_MODES, dry_run_changes
 from tablebackup.restore.legacy import LegacyRead, read_legacy
 from tablebackup.storage.odatafilter import ODataFilter, parse_filter
 from tablebackup.storage.reconcile import MODES, Tally, plan_operations
-from tablebackup.storage.tables import create_table, table_exists
+from tablebackup.storage.tables import addressed, create_table, table_exists
 from tablebackup.storage.tablewriter import submit_operations
 from tablebackup.storage.targets import resolve_target
 from tablebackup.transfer.typerules import TypeRules
@@ -126,6 +126,7 @@ def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
     target = resolve_target(
         storage.settings, request.table, request.target, mode=request.mode, allow_app_table=request.allow_app_table
     )
+    target = addressed(storage, target)  # an existing table under another spelling is that table
     predicate = parse_filter(request.filter) if request.filter else None
     if request.include_legacy and request.resolved is None:
         chosen, why = choose_with_legacy(storage, request.table, request.backup, request.as_of)

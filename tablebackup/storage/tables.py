@@ -15,11 +15,30 @@ from tablebackup.storage.tablequery import odata_string
 TABLE_RECREATE_SECONDS = 180
 
 
-def table_exists(storage: Storage, table: str) -> bool:
+def existing_spelling(storage: Storage, table: str) -> str | None:
+    """The spelling of the existing table that `table` names, in any case, or None. Azure's table
+    names are case-insensitive (Azurite's are not): every case variant of a name lies between its
+    upper- and lowercase spellings, so the service is asked for that range, per case of the first
+    letter, and the match is made here."""
+    rest_low, rest_high = table[1:].upper(), table[1:].lower()
+    ranges = [
+        f"(TableName ge {odata_string(first + rest_low)} and TableName le {odata_string(first + rest_high)})"
+        for first in dict.fromkeys((table[0].upper(), table[0].lower()))
+    ]
     try:
-        return any(True for _ in storage.tables.query_tables(f"TableName eq {odata_string(table)}"))
+        found = [t.name for t in storage.tables.query_tables(" or ".join(ranges)) if t.name.lower() == table.lower()]
     except AzureError as error:
         raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
+    return table if table in found else (found[0] if found else None)
+
+
+def addressed(storage: Storage, table: str) -> str:
+    """The name to write to: an existing table's own spelling, else the name as given."""
+    return existing_spelling(storage, table) or table
+
+
+def table_exists(storage: Storage, table: str) -> bool:
+    return existing_spelling(storage, table) is not None
 
 
 def create_table(storage: Storage, table: str) -> None:

@@ -23,7 +23,7 @@ from tablebackup.core.entities import service_order
 from tablebackup.core.errors import BackupError, InvalidInput
 from tablebackup.repository import erasures
 from tablebackup.storage.reconcile import Tally, plan_operations
-from tablebackup.storage.tables import create_table, table_exists
+from tablebackup.storage.tables import create_table, existing_spelling
 from tablebackup.storage.tablewriter import submit_operations
 from tablebackup.storage.targets import resolve_target
 from tablebackup.transfer.dialects import NATIVE
@@ -214,10 +214,12 @@ def import_entities(
     check = getattr(source, "check", None)
     if check is not None:
         result.azcopy = check.as_json()
-    exists = table_exists(storage, request.table)
+    # An existing table under another spelling is that table: written under its own spelling.
+    into = existing_spelling(storage, request.table)
+    exists = into is not None
     if not exists and not request.dry_run:
         create_table(storage, request.table)
-    client = storage.tables.get_table_client(request.table)
+    client = storage.tables.get_table_client(into or request.table)
     tally = Tally()
     erased = erasures.load(storage, request.table)
     entities = erased.without_erased(read_entities(source, request.format, scan.rules))

@@ -164,9 +164,8 @@ def _audited_changes(storage, table: str) -> tuple[list[dict], dict, datetime]:
     """Change the table as an application would, reporting each change to the audit trail: three
     entities updated, then one deleted. Returns the updated entities, the deleted one and an
     instant between the updates and the deletion."""
-    from tablebackup.audit.client import AuditClient
+    from tablebackup.audit.client import AuditClient, audited_table_client
     from tablebackup.storage.tablequery import iter_pages, odata_string
-    from tablebackup.storage.tablewriter import submit_operations
 
     client = storage.tables.get_table_client(table)
 
@@ -180,34 +179,19 @@ def _audited_changes(storage, table: str) -> tuple[list[dict], dict, datetime]:
     with AuditClient.from_connection_string(
         os.environ["AZURE_STORAGE_CONNECTION_STRING"], os.environ["AUDIT_QUEUE"]
     ) as audit:
+        # As the application would: its own table client, wrapped so that every write is audited
+        # (the before image read, the write made, then one message per changed entity).
+        audited = audited_table_client(client, audit, user_id=APP_USER)
         for index, before in enumerate(updated):
-            after = {
-                **before,
+            change = {
                 "reviews": int(before.get("reviews", 0)) + 1,
                 "stage": ["screening", "interview", "offer"][index % 3],
             }
-            submit_operations(client, [("replace", after)], workers=1)
-            audit.send(
-                table=table,
-                operation="UPDATE",
-                partition_key=after["PartitionKey"],
-                row_key=after["RowKey"],
-                user_id=APP_USER,
-                before=before,
-                after=after,
-            )
-            updated[index] = after
+            audited.update_entity({"PartitionKey": before["PartitionKey"], "RowKey": before["RowKey"], **change})
+            updated[index] = {**before, **change}
         as_of = datetime.now(UTC)
         time.sleep(0.01)  # the deletion comes strictly after the instant
-        submit_operations(client, [("delete", deleted)], workers=1)
-        audit.send(
-            table=table,
-            operation="DELETE",
-            partition_key=deleted["PartitionKey"],
-            row_key=deleted["RowKey"],
-            user_id=APP_USER,
-            before=deleted,
-        )
+        audited.delete_entity(deleted["PartitionKey"], deleted["RowKey"])
     return updated, deleted, as_of
 
 
@@ -271,7 +255,7 @@ def run() -> int:
     _say(
         f"6. The application updated {len(updated)} entities and deleted "
         f"{deleted['PartitionKey']}/{deleted['RowKey']}, sending each change to the audit queue {queue!r} "
-        "(tablebackup.audit.client.AuditClient);"
+        "(through tablebackup.audit.client.audited_table_client);"
     )
     drained = drain_queue(
         functions["audit_writer"].get_user_function(), os.environ["AZURE_STORAGE_CONNECTION_STRING"], queue

@@ -5,8 +5,9 @@ table's latest backup against a process that copies the small table with one ups
 both as entities/s. Then back up 20 small tables in one `python -m tablebackup backup --parallel N` for N = 1, 2
 and 4. Last, `python -m tablebackup status` over 200 tables with 90 days of daily backups each (`--only-status`
 runs just that). Then the peak RSS of each path whose memory could grow with its data at 1x and 10x
-that data (bench.memory; `--only-memory` runs just that). Exits non-zero only if a process fails or
-miscounts."""
+that data (bench.memory; `--only-memory` runs just that). Then `python -m tablebackup diff` of a 60k-entity
+table against the live table beside a backup of it, and its peak RSS against a table ten times smaller
+(bench.diff; `--only-diff` runs just that). Exits non-zero only if a process fails or miscounts."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 
 from azure.data.tables import TableServiceClient
 
+from bench import diff as diff_bench
 from bench import machine, memory, parallel
 from bench import status as status_bench
 from bench.process import BenchFailed, Run, run
@@ -183,11 +185,21 @@ def main() -> int:
         help="multiplies the 1x data of every memory path (the 10x data is always ten times that)",
     )
     parser.add_argument("--only-memory", action="store_true", help="measure only the memory of each path")
+    parser.add_argument(
+        "--diff-entities",
+        type=int,
+        default=diff_bench.ENTITIES,
+        help=f"entities in the table diffed against the live table (its memory is compared with a table "
+        f"{diff_bench.FACTOR} times smaller)",
+    )
+    parser.add_argument("--only-diff", action="store_true", help="measure only diff")
     args = parser.parse_args()
     if args.status_tables < 1:
         parser.error("--status-tables must be at least 1")
     if not 0 < args.memory_scale <= 100:
         parser.error("--memory-scale must be above 0 and at most 100")
+    if args.diff_entities < 10 * diff_bench.FACTOR:
+        parser.error(f"--diff-entities must be at least {10 * diff_bench.FACTOR}")
     if args.only_status:
         return alone(
             lambda server: status_bench.measure(server.connection_string, server.ports, args.status_tables, say),
@@ -197,6 +209,11 @@ def main() -> int:
         return alone(
             lambda server: memory.measure(server.connection_string, env_for(server), args.memory_scale, say),
             memory.report,
+        )
+    if args.only_diff:
+        return alone(
+            lambda server: diff_bench.measure(server.connection_string, env_for(server), args.diff_entities, say),
+            diff_bench.report,
         )
     if args.entities < 10:
         parser.error("--entities must be at least 10")
@@ -234,6 +251,7 @@ def main() -> int:
         fanout = parallel.measure(env, fanout_tables, per_table, ROUNDS, azurite_pid, say)
         status = status_bench.measure(server.connection_string, server.ports, args.status_tables, say)
         paths = memory.measure(server.connection_string, env, args.memory_scale, say)
+        diffed = diff_bench.measure(server.connection_string, env, args.diff_entities, say)
     except BenchFailed as error:
         say(f"bench FAILED: {error}")
         return 1
@@ -246,6 +264,8 @@ def main() -> int:
     status_bench.report(status)
     print()
     memory.report(paths)
+    print()
+    diff_bench.report(diffed)
     return 0
 
 

@@ -89,3 +89,11 @@ def test_an_unannotated_double_is_written_as_a_double(storage, unique_name):
 
     state = table_state(client)[("p", "r")]
     assert (state["whole"], state["typed"], state["n"]) == (("Edm.Double", 2.0), ("Edm.Double", 3.0), ("Edm.Int32", 2))
+
+
+def test_a_double_that_is_no_number_nor_word_is_refused_not_a_crash():
+    from tablebackup.core.entities import decode_line
+    from tablebackup.core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=r"is not a valid Edm\.Double"):
+        decode_line(b'{"PartitionKey":"p","RowKey":"r","x@odata.type":"Edm.Double","x":[]}')

@@ -245,3 +245,190 @@ def test_a_bad_filter_is_refused_before_anything_is_read(storage, unique_name, v
 
     with pytest.raises(InvalidInput):
         diff_table(storage, unique_name("never"), "latest", filter_text=value)
+
+
+def _part_keys(storage, manifest) -> list[set]:
+    from tablebackup.core.entities import decode_line
+    from tablebackup.repository.backupformat import read_data_lines
+
+    return [
+        {(e["PartitionKey"], e["RowKey"]) for e in map(decode_line, read_data_lines(storage.backups, manifest, p.blob))}
+        for p in manifest.parts
+    ]
+
+
+def test_diff_across_parts_and_an_incremental_link_reports_exactly_the_known_changes(storage, monkeypatch, unique_name):
+    """A backup written in two parts, changed in known ways in both parts' key ranges, then an
+    incremental on top of it: the same counts and details against the live table and between them."""
+    import tablebackup.backup.fanout
+    from localdev.sample import candidates, seed_table
+    from tablebackup.backup.archiver import backup_tables
+    from tablebackup.storage.tablewriter import submit_operations
+
+    monkeypatch.setattr(tablebackup.backup.fanout, "STREAMS_MIN_ENTITIES", 100)
+    table = unique_name("parts")
+    seed_table(storage.tables, table, 600)
+    single = backup_table(storage, table)  # no key samples yet: one blob
+    [parts] = backup_tables(storage, [table]).backups  # read in two streams: two parts
+    assert single.parts is None and parts.parts and len(parts.parts) == 2
+    same = diff_table(storage, table, single.backup, parts.backup)
+    assert same["identical"] and same["unchanged"] == 600
+
+    seeded = list(candidates(600))
+    keys = [{"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]} for e in seeded]
+    removed, renamed, retyped = (seeded[0], seeded[599]), (seeded[130], seeded[490]), seeded[370]
+    added = [
+        {"PartitionKey": seeded[250]["PartitionKey"], "RowKey": "zz added", "n": 1},
+        {"PartitionKey": seeded[599]["PartitionKey"], "RowKey": "zz added", "n": 2},
+    ]
+    operations = [("delete", keys[index]) for index in (0, 599)]
+    operations += [("merge", {**keys[index], "name": "renamed"}) for index in (130, 490)]
+    operations.append(("merge", {**keys[370], "age": float(retyped["age"]), "age@odata.type": "Edm.Double"}))
+    operations += [("replace", entity) for entity in added]
+    submit_operations(storage.tables.get_table_client(table), operations)
+
+    changed = {(e["PartitionKey"], e["RowKey"]) for e in (*removed, *renamed, retyped, *added)}
+    in_parts = _part_keys(storage, parts)
+    assert all(changed & keys_of_part for keys_of_part in in_parts)  # both parts hold changed keys
+
+    def assert_known(result: dict) -> None:
+        counts = {name: result[name] for name in ("added", "removed", "changed", "unchanged")}
+        assert counts == {"added": 2, "removed": 2, "changed": 3, "unchanged": 595}
+        found = _by_key(result)
+        assert set(found) == changed
+        for entity in removed:
+            record = found[entity["PartitionKey"], entity["RowKey"]]
+            assert record["change"] == "removed"
+            assert record["properties"]["name"] == {"old": {"value": entity["name"], "type": "Edm.String"}, "new": None}
+        for entity in renamed:
+            assert found[entity["PartitionKey"], entity["RowKey"]]["properties"] == {
+                "name": {
+                    "old": {"value": entity["name"], "type": "Edm.String"},
+                    "new": {"value": "renamed", "type": "Edm.String"},
+                }
+            }
+        age = retyped["age"]
+        assert found[retyped["PartitionKey"], retyped["RowKey"]]["properties"] == {
+            "age": {"old": {"value": age, "type": "Edm.Int32"}, "new": {"value": float(age), "type": "Edm.Double"}}
+        }
+        for entity in added:
+            record = found[entity["PartitionKey"], entity["RowKey"]]
+            assert record["change"] == "added"
+            assert record["properties"] == {"n": {"old": None, "new": {"value": entity["n"], "type": "Edm.Int32"}}}
+
+    assert_known(diff_table(storage, table, parts.backup))
+    link = backup_table(storage, table, incremental=True)
+    assert link.kind == "incremental" and link.parent == parts.backup
+    assert_known(diff_table(storage, table, parts.backup, link.backup))
+    assert_known(diff_table(storage, table, single.backup, "latest"))
+    assert diff_table(storage, table, "latest")["identical"]
+    # The other way round, added and removed swap and each change's old and new.
+    back = diff_table(storage, table, link.backup, parts.backup)
+    assert (back["added"], back["removed"], back["changed"]) == (2, 2, 3)
+    assert _by_key(back)[retyped["PartitionKey"], retyped["RowKey"]]["properties"]["age"]["new"] == {
+        "value": retyped["age"],
+        "type": "Edm.Int32",
+    }
+
+
+def test_the_cheap_sameness_test_never_hides_a_change():
+    from tablebackup.inspect.versions import changed_properties, from_wire, same_version
+
+    base = {
+        "PartitionKey": "P",
+        "RowKey": "r",
+        "Timestamp": "2026-01-01T00:00:00.0000000Z",
+        "n": 2,
+        "one": 1,
+        "b": True,
+    }
+    cases = {
+        "Int32 2 to Double 2.0": {**base, "n": 2.0, "n@odata.type": "Edm.Double"},
+        "Int32 1 to Boolean true": {**base, "one": True},
+        "Boolean true to Int32 1": {**base, "b": 1},
+        "a property added": {**base, "x": ""},
+        "a property removed": {k: v for k, v in base.items() if k != "b"},
+    }
+    for name, other in cases.items():
+        assert not same_version(base, other), name
+        assert changed_properties(base, other), name
+    rewritten = {**base, "Timestamp": "2026-02-01T00:00:00.0000000Z", "odata.etag": "W/x"}
+    reordered = dict(reversed(list(base.items())))
+    for name, other in {"only the Timestamp": rewritten, "another order": reordered}.items():
+        assert not changed_properties(base, other), name
+    assert same_version(base, rewritten) is False  # the etag: looked at closer, found the same
+    assert same_version(base, reordered) is True
+    # A whole Double read live is annotated as a backup line annotates it.
+    live = from_wire({"PartitionKey": "P", "RowKey": "r", "odata.etag": "W/x", "d": 2.0})
+    assert live == {"PartitionKey": "P", "RowKey": "r", "d": 2.0, "d@odata.type": "Edm.Double"}
+
+
+def test_the_live_read_ahead_is_bounded_stops_with_its_reader_and_raises_its_errors():
+    from tablebackup.inspect.diff import _read_ahead
+
+    read = []
+
+    def pages(count: int, fail_at: int | None = None):
+        for number in range(count):
+            if number == fail_at:
+                raise NotFoundError("the table went away")
+            read.append(number)
+            yield [{"page": number}]
+
+    class NotFoundError(Exception):
+        pass
+
+    assert [page[0]["page"] for page in _read_ahead(pages(10), depth=2)] == list(range(10))
+
+    read.clear()
+    ahead = _read_ahead(pages(1000), depth=2)
+    assert next(ahead) == [{"page": 0}]
+    ahead.close()  # the caller stops early: the reader stops too, at most a few pages on
+    assert len(read) <= 5
+
+    with pytest.raises(NotFoundError, match="went away"):
+        list(_read_ahead(pages(10, fail_at=3), depth=2))
+
+
+def test_diff_against_a_table_that_does_not_exist_could_not_compare(storage, unique_name):
+    table = unique_name("gone")
+    _known_table(storage, table)
+    full = backup_table(storage, table)
+    storage.tables.delete_table(table)
+
+    result = run_cli("diff", "-t", table, "--from", full.backup, "--json")
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "does not exist" in result.stderr
+    assert orjson.loads(result.stdout)["exit_code"] == 3
+
+
+def test_history_lists_the_newest_audited_changes_and_counts_them_all(audit_storage, unique_name, monkeypatch):
+    import tablebackup.inspect.history
+
+    storage = audit_storage
+    table = unique_name("hot")
+    client = storage.tables.create_table(table)
+    client.upsert_entity({"PartitionKey": "P", "RowKey": "x", "v": 0})
+    backup_table(storage, table)
+    now = datetime.now(UTC)
+    for number in (1, 2, 3):
+        message = {
+            "tableName": table,
+            "operation": "UPDATE",
+            "partitionKey": "P",
+            "rowKey": "x",
+            "userId": "bob",
+            "timestamp": instant_text(now),
+            "sequence": number,
+            "beforeData": {"PartitionKey": "P", "RowKey": "x", "v": number - 1},
+            "afterData": {"PartitionKey": "P", "RowKey": "x", "v": number},
+        }
+        write_event(storage, parse_message(orjson.dumps(message)), f"hot-{number}")
+    monkeypatch.setattr(tablebackup.inspect.history, "MAX_AUDIT_LISTED", 2)
+
+    history = entity_history(storage, table, "P", "x", now=now)
+
+    assert history["audit_total"] == 3 and len(history["audit"]) == 2
+    assert [change["changes"]["v"]["new"]["value"] for change in history["audit"]] == [2, 3]
+    assert history["audit_note"] == "the newest 2 of 3 audited changes are listed"

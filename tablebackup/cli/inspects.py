@@ -115,6 +115,21 @@ class _Lines:
         self.partial.unlink(missing_ok=True)
 
 
+def _could_not_compare(error: Exception) -> str:
+    """One line, without what an SDK error's text may carry (a URL, its SAS query)."""
+    from azure.core.exceptions import AzureError
+
+    from tablebackup.core.errors import BackupError
+    from tablebackup.core.retrysettings import failure_reason
+
+    if isinstance(error, BackupError):
+        return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.strerror}: {error.filename}"
+    what = "storage request failed" if isinstance(error, AzureError) else "the operating system refused"
+    return f"{what}: {type(error).__name__}: {failure_reason(error)}"
+
+
 @click.command()
 @table_option("The table.")
 @click.option(
@@ -151,6 +166,8 @@ def diff(table: str, from_backup: str, to_backup: str | None, filter_text: str |
 
     \b
     Exit codes: 0 identical, 1 different, 2 bad usage, 3 the comparison could not be made."""
+    from azure.core.exceptions import AzureError
+
     from tablebackup.core.errors import BackupError, InvalidInput
     from tablebackup.inspect.diff import diff_table
     from tablebackup.storage.odatafilter import parse_filter
@@ -172,10 +189,12 @@ def diff(table: str, from_backup: str, to_backup: str | None, filter_text: str |
         if lines is not None:
             lines.abandon()
         raise click.UsageError(str(error)) from None
-    except (BackupError, OSError) as error:
+    except (BackupError, AzureError, OSError) as error:
+        # Storage or the file system failed (an SDK error no domain function named too): exit 3,
+        # never 1, which says "different".
         if lines is not None:
             lines.abandon()
-        raise DiffError(str(error).splitlines()[0]) from None
+        raise DiffError(_could_not_compare(error)) from None
     emit(result, as_json, _diff_text)
     if not result["identical"]:
         # As diff(1): "different" is an answer, not an error, so no `error:` line; stdout says how.
@@ -201,6 +220,10 @@ def _history_text(h: dict) -> str:
         lines.append("audited changes:")
         for change in h["audit"]:
             lines.append(f"  {change['timestamp']}  {change['operation']:<6} by {change['user']}")
+            for name, values in change["changes"].items():
+                lines.append(f"      {name}: {_value(values['old'])} -> {_value(values['new'])}")
+        if h.get("audit_note"):
+            lines.append(f"  ({h['audit_note']})")
     return "\n".join(lines)
 
 

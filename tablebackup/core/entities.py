@@ -110,7 +110,9 @@ def _value_fits(edm: str, value: object) -> bool:
     if edm == "Edm.Int64":
         return isinstance(value, str) and _fits_int64(value)
     if edm == "Edm.Double":
-        return (type(value) in (float, int) and math.isfinite(value)) or value in _DOUBLE_WORDS
+        return (type(value) in (float, int) and math.isfinite(value)) or (
+            isinstance(value, str) and value in _DOUBLE_WORDS
+        )
     if edm == "Edm.DateTime":
         return isinstance(value, str) and bool(_DATETIME_RE.match(value))
     if edm == "Edm.Guid":

@@ -2,7 +2,8 @@
 
 Both sides are read once, in the service's key order (a backup's state as restore resolves it,
 incremental links and all: tablebackup.repository.chain.state_entities; the live table page by
-page), and merged as two streams: memory holds one entity of each side, whatever the tables' sizes.
+page, a few pages read ahead), and merged as two streams: memory holds one entity of each side and
+those few pages, whatever the tables' sizes.
 Erased entities are left out of both sides. A filter is matched here, on both sides alike, rather
 than sent to the service, so that both sides are chosen by exactly the same rules.
 
@@ -13,14 +14,17 @@ value, or only its EDM type: Int32 2 and Double 2.0 differ)."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from tablebackup.core import telemetry
 from tablebackup.core.clients import Storage
 from tablebackup.core.entities import service_order
 from tablebackup.core.errors import BackupError
 from tablebackup.inspect.show import resolve
-from tablebackup.inspect.versions import changed_properties, from_wire, typed_properties
+from tablebackup.inspect.versions import changed_properties, from_wire, same_version, typed_properties
 from tablebackup.repository import erasures
 from tablebackup.repository.backupformat import Manifest
 from tablebackup.repository.chain import state_entities
@@ -30,6 +34,9 @@ from tablebackup.storage.tablequery import iter_pages
 # The JSON answer lists this many differing entities at most, so it stays small whatever the
 # tables' sizes; --output FILE receives every one.
 MAX_LISTED = 100
+# Pages of the live table read ahead of the comparison by a thread of their own: the service keeps
+# sending while the backup side is decoded and compared (one page ahead left both waiting in turn).
+READ_AHEAD_PAGES = 3
 
 
 @dataclass
@@ -60,10 +67,10 @@ def _in_order(entities: Iterator[dict], side: str) -> Iterator[tuple[tuple[bytes
         yield order, entity
 
 
-def _record(change: str, old: dict | None, new: dict | None) -> dict:
+def _record(change: str, old: dict | None, new: dict | None, changes: dict | None = None) -> dict:
     entity = new if old is None else old
     if change == "changed":
-        properties = changed_properties(old, new)
+        properties = changes
     else:
         side = "new" if old is None else "old"
         properties = {
@@ -81,9 +88,9 @@ def compare(
     `on_difference` and, up to MAX_LISTED, into the result."""
     result = Difference()
 
-    def differs(change: str, before: dict | None, after: dict | None) -> None:
+    def differs(change: str, before: dict | None, after: dict | None, changes: dict | None = None) -> None:
         setattr(result, change, getattr(result, change) + 1)
-        record = _record(change, before, after)
+        record = _record(change, before, after, changes)
         if len(result.listed) < MAX_LISTED:
             result.listed.append(record)
         if on_difference is not None:
@@ -99,8 +106,10 @@ def compare(
             differs("added", None, right[1])
             right = next(news, None)
         else:
-            if changed_properties(left[1], right[1]):
-                differs("changed", left[1], right[1])
+            # Most entities are unchanged: the cheap test first, property by property only if it fails.
+            changes = None if same_version(left[1], right[1]) else changed_properties(left[1], right[1])
+            if changes:
+                differs("changed", left[1], right[1], changes)
             else:
                 result.unchanged += 1
             left, right = next(olds, None), next(news, None)
@@ -120,8 +129,51 @@ def _side_json(manifest: Manifest | None, why: str | None) -> dict:
     }
 
 
+def _read_ahead(pages: Iterator[list[dict]], depth: int = READ_AHEAD_PAGES) -> Iterator[list[dict]]:
+    """The pages in order, read by a thread of their own up to `depth` pages ahead of the caller:
+    memory holds at most that many pages more. The reader's error is raised here; a caller that
+    stops early stops the reader."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for page in pages:
+                if not offer(("page", page)):
+                    return
+            offer(("end", None))
+        except BaseException as error:  # handed to the caller, raised in its thread
+            offer(("error", error))
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()  # in the thread that read them: a generator's own clean-up runs here
+
+    with telemetry.thread_pool(max_workers=1, thread_name_prefix="diff-live") as pool:
+        pool.submit(read)
+        try:
+            while True:
+                kind, value = ready.get()
+                if kind == "error":
+                    raise value
+                if kind == "end":
+                    return
+                yield value
+        finally:
+            stop.set()  # the reader gives up its next page within 0.1 s; the pool waits for it
+
+
 def _live(storage: Storage, table: str) -> Iterator[dict]:
-    for page in iter_pages(storage.tables.get_table_client(table)):
+    for page in _read_ahead(iter_pages(storage.tables.get_table_client(table))):
         for entity in page:
             yield from_wire(entity)
 

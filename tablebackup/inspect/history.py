@@ -9,6 +9,7 @@ key has no history to show: the register exists so that it never comes back."""
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from datetime import UTC, datetime, timedelta
 
 from tablebackup.audit.messages import instant_text
@@ -22,6 +23,10 @@ from tablebackup.repository import catalog, erasures
 from tablebackup.repository.backupformat import Manifest
 from tablebackup.repository.chain import state_entities
 from tablebackup.storage.tablequery import iter_pages, odata_string
+
+# The audited changes listed at most (the newest): an entity rewritten every second would otherwise
+# fill the answer; all are counted.
+MAX_AUDIT_LISTED = 500
 
 
 def _held(storage: Storage, manifest: Manifest, key: dict) -> dict | None:
@@ -60,18 +65,22 @@ def _backups(storage: Storage, table: str) -> list[tuple[str, Manifest | BackupE
     return found
 
 
-def _audit(storage: Storage, table: str, key: dict, since: datetime, starts: list[str], ids: list[str]) -> list[dict]:
-    """The audit trail's changes of the entity since the oldest backup, each placed between the
-    backups taken before and after it. A table nobody audits simply has none."""
-    until = datetime.now(UTC)
+def _audit(
+    storage: Storage, table: str, key: dict, since: datetime, until: datetime, starts: list[str], ids: list[str]
+) -> tuple[list[dict], int]:
+    """The audit trail's changes of the entity since the oldest backup (at most the audit query's
+    MAX_RANGE_DAYS back), each placed between the backups taken before and after it: the newest
+    MAX_AUDIT_LISTED in time order, and how many there were. A table nobody audits has none."""
     since = max(since, until - timedelta(days=MAX_RANGE_DAYS))
-    changes = []
+    changes: deque[dict] = deque(maxlen=MAX_AUDIT_LISTED)
+    total = 0
     entries = iter_entries(
         storage, table=table, partition_key=key["PartitionKey"], row_key=key["RowKey"], since=since, until=until
     )
     for entry in entries:
         if entry["operation"] not in ("INSERT", "UPDATE", "DELETE"):
             continue
+        total += 1
         at = entry["timestamp"]
         place = bisect.bisect_right(starts, at)
         before, after = entry.get("beforeData"), entry.get("afterData")
@@ -87,11 +96,14 @@ def _audit(storage: Storage, table: str, key: dict, since: datetime, starts: lis
                 else {},
             }
         )
-    return changes
+    return list(changes), total
 
 
-def entity_history(storage: Storage, table: str, partition_key: str, row_key: str) -> dict:
-    """The JSON of `history`."""
+def entity_history(
+    storage: Storage, table: str, partition_key: str, row_key: str, *, now: datetime | None = None
+) -> dict:
+    """The JSON of `history`; `now` (default: the clock) ends the audit trail's range."""
+    now = now or datetime.now(UTC)
     validate_table_name(table)
     for name, value in (("partition key", partition_key), ("row key", row_key)):
         if not isinstance(value, str):
@@ -132,8 +144,8 @@ def entity_history(storage: Storage, table: str, partition_key: str, row_key: st
     kept = [(backup_id, manifest) for backup_id, manifest in backups if isinstance(manifest, Manifest)]
     # In the audit's own form, whose text order is time order.
     starts = [instant_text(manifest.started_at) for _, manifest in kept]
-    first = kept[0][1].started_at.astimezone(UTC) if kept else datetime.now(UTC) - timedelta(days=1)
-    audit = _audit(storage, table, key, first, starts, [backup_id for backup_id, _ in kept])
+    first = kept[0][1].started_at.astimezone(UTC) if kept else now - timedelta(days=1)
+    audit, audited = _audit(storage, table, key, first, now, starts, [backup_id for backup_id, _ in kept])
     timeline.reverse()  # newest first
     return {
         **answer,
@@ -143,4 +155,8 @@ def entity_history(storage: Storage, table: str, partition_key: str, row_key: st
         "held_in": [row["backup"] for row in timeline if row.get("holds")],
         "absent_from": [row["backup"] for row in timeline if row.get("holds") is False],
         "audit": audit,
+        "audit_total": audited,
+        "audit_note": None
+        if audited <= len(audit)
+        else f"the newest {len(audit)} of {audited} audited changes are listed",
     }

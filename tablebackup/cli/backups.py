@@ -114,8 +114,8 @@ def _taken_at(summary: dict) -> datetime:
 @click.option("--table", "-t", callback=not_blank("a table name"), help="Table (default: TABLE_NAME).")
 @json_option
 def list_backups(table: str | None, as_json: bool) -> None:
-    """List a table's complete backups, newest first, the seed's old ones (kind legacy) included: why
-    each was taken (scheduled, on demand, or the safety backup of a restore or import), its last
+    """List a table's complete backups, newest first, daily JSON exports (<table>-<time>.json, kind
+    legacy) included: why each was taken (scheduled, on demand, or the safety backup of a restore or import), its last
     verification, and which one `latest` means (*)."""
     from tablebackup.backup.listing import describe_backups
     from tablebackup.core.errors import NotFound

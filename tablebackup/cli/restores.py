@@ -64,13 +64,13 @@ def _restore_text(data: dict) -> str:
     "-b",
     callback=not_blank("a backup id or latest"),
     help="A backup id, 'latest' (the table's newest known state, never a safety backup), or the name of one of "
-    "the seed's old backups (<table>-<time>.json).",
+    "daily JSON exports (<table>-<time>.json).",
 )
 @click.option(
     "--as-of",
     "as_of",
     type=IsoInstant(),
-    help="Use the newest backup taken at or before this instant (the seed's old backups included).",
+    help="Use the newest backup taken at or before this instant (daily JSON exports, <table>-<time>.json, included).",
 )
 @target_option("Restore into this table instead (created if missing).")
 @click.option(

@@ -124,8 +124,8 @@ def _problems_text(data: dict) -> str:
     type=GivenPath(exists=True, path_type=Path),
     help="An export (.ndjson, .json, .csv), a backup data blob (gzip NDJSON), a folder holding a "
     "whole downloaded backup (its manifest.json and data blobs, one or several parts), an AzCopy 7.3 table "
-    "export (its .manifest, or the folder holding it and its data files), one of the seed's "
-    "old daily backups (<table>-<time>.json), or an az storage entity query output.",
+    "export (its .manifest, or the folder holding it and its data files), a daily JSON export "
+    "(<table>-<time>.json), or an az storage entity query output.",
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the content, else the extension.")
 @click.option(

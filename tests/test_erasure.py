@@ -44,7 +44,9 @@ def test_erase_deletes_the_entity_registers_a_digest_and_is_audited(storage, era
     row = orjson.loads(storage.backups.download_blob(blob.name).readall())
     assert row["reason"] == "request 2026-117" and row["actor"] == "dpo"
     assert KEY[0] not in str(row) and KEY[1] not in str(row)  # the key itself is not kept
-    [entry] = find_entries(storage, table=client.table_name, operation="ERASE")
+    [started, entry] = find_entries(storage, table=client.table_name, operation="ERASE")
+    assert (started["afterData"]["phase"], entry["afterData"]["outcome"]) == ("started", "succeeded")
+    assert KEY[0] not in str(started) and KEY[1] not in str(started)  # the trail holds the digest only
     assert entry["userId"] == "dpo" and entry["afterData"]["key_sha256"] == key_digest(*KEY)
 
 

@@ -224,8 +224,13 @@ def test_a_queued_mirror_restore_whose_first_delivery_fails_restores_what_it_nam
     assert [m.backup for m in safeties] == [first["safety_backup"]]
     assert safeties[0].reason.operation == operation and safeties[0].reason.restoring == backup
     audit = storage.tables.get_table_client(storage.settings.audit_table)
-    [entry] = audit.query_entities(f"operation eq 'RESTORE' and tableName eq '{table}'")
-    assert orjson.loads(entry["afterData"])["backup"] == backup
+    rows = sorted(audit.query_entities(f"operation eq 'RESTORE' and tableName eq '{table}'"), key=lambda e: e["RowKey"])
+    entries = [orjson.loads(row["afterData"]) for row in rows]
+    # Each delivery is one pair: the first ended failed (naming its safety backup), the second succeeded.
+    assert [entry["phase"] for entry in entries] == ["started", "ended", "started", "ended"]
+    assert entries[1]["outcome"].startswith("failed: ") and entries[3]["outcome"] == "succeeded"
+    assert entries[1]["safety_backup"] == entries[3]["safety_backup"] == first["safety_backup"]
+    assert {entry["backup"] for entry in entries} == {backup}
 
 
 # 5, 8: retention of safety backups, holds

@@ -305,8 +305,13 @@ def test_a_point_in_time_restore_is_audited(audit_storage, history, unique_name)
     _pit(audit_storage, trail.table, times[1], target=target, actor="alice")
 
     entries = find_entries(audit_storage, table=target, operation="RESTORE", until=times[3] + timedelta(days=1))
-    assert [entry["afterData"].get("replay_audit") for entry in entries] == [None, True]  # the backup part, the replay
+    # One operation, one pair: the backup part and the replay are in it together.
+    assert [(e["afterData"]["phase"], e["afterData"]["replay_audit"]) for e in entries] == [
+        ("started", True),
+        ("ended", True),
+    ]
     details = entries[-1]["afterData"]
+    assert details["outcome"] == "succeeded"
     assert (entries[-1]["userId"], details["replayed"], details["faithful_until"]) == (
         "alice",
         2,
@@ -357,7 +362,8 @@ def test_undelete_takes_the_delete_entrys_before_data(audit_storage, table_with_
         deleted_at,
         None,
     )
-    [entry] = find_entries(audit_storage, table=trail.table, operation="RESTORE")
+    [started, entry] = find_entries(audit_storage, table=trail.table, operation="RESTORE")
+    assert started["afterData"]["phase"] == "started" and entry["afterData"]["outcome"] == "succeeded"
     assert entry["afterData"]["undelete"] is True and entry["userId"] == "alice"
     with pytest.raises(InvalidInput, match="already holds"):
         undelete(audit_storage, trail.table, *A)

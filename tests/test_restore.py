@@ -258,12 +258,13 @@ def test_an_interrupted_restore_converges_when_run_again(
     client, original, _manifest = backed_up
     target = unique_name("resumed")
     storage.tables.create_table(target)
+    storage.tables.create_table_if_not_exists(storage.settings.audit_table)  # its started entry is one request
     with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
         monkeypatch.setenv("STORAGE_RETRIES", "0")
         get_settings.cache_clear()
-        # The target's lookup (any spelling) and existence check, the safety backup's read of the
-        # (empty) target and two batches get through; then storage fails for good.
-        proxy.failures = [None, None, None, None, None, *[500] * 50]
+        # The target's lookup (any spelling), the audit trail's started entry, the existence check,
+        # the safety backup's read of the (empty) target and two batches get through; then storage fails for good.
+        proxy.failures = [None, None, None, None, None, None, *[500] * 50]
         from tablebackup.core.clients import Storage
 
         with pytest.raises(BackupError):
@@ -304,7 +305,10 @@ def test_every_restore_is_audited_with_who_what_and_counts(storage, backed_up):
     restore(storage, RestoreRequest(table=client.table_name, backup="latest", mode="missing", actor="alice"))
     restore(storage, RestoreRequest(table=client.table_name, backup="latest", dry_run=True, actor="bob"))
 
-    [entry] = find_entries(storage, table=client.table_name, operation="RESTORE")
+    [started, entry] = find_entries(storage, table=client.table_name, operation="RESTORE")  # one pair; no dry run
+    assert (started["afterData"]["phase"], entry["afterData"]["phase"]) == ("started", "ended")
+    assert entry["afterData"]["operation_id"] == started["afterData"]["operation_id"]
+    assert entry["afterData"]["outcome"] == "succeeded"
     assert entry["userId"] == "alice"
     assert entry["afterData"]["backup"] == manifest.backup
     assert (entry["afterData"]["mode"], entry["afterData"]["skipped"]) == ("missing", 300)

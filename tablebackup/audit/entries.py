@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
@@ -32,6 +35,11 @@ DATA_PROPERTIES = ("beforeData", "afterData")
 BLOB_SUFFIX = "Blob"
 # uuid5 namespace of entry ids derived from queue message ids: a redelivery gets the same RowKey.
 _MESSAGE_NAMESPACE = uuid.UUID("6f1c2a53-0b8e-4f4e-9a4c-2f5d7e3b9c11")
+# uuid5 namespace of an operation's two entries: a retry of one write after a lost answer finds it.
+_OPERATION_NAMESPACE = uuid.UUID("0d6c8f7e-3a51-4b9e-8e0f-5c2b7a9d4e13")
+# What stops an operation from outside (Ctrl-C, SIGTERM turned into SystemExit, a closed generator):
+# it was interrupted, not failed.
+INTERRUPTIONS = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def partition_for(instant: str) -> str:
@@ -85,14 +93,17 @@ def write_event(storage: Storage, event: AuditEvent, message_id: str, inserted_a
     return _insert(storage, entity)
 
 
-def record_operation(storage: Storage, operation: str, actor: str, table: str, details: dict) -> None:
-    """Record one of this app's own operations (RESTORE, IMPORT, ...) directly in the audit table.
-
-    details (what: backup, filter, target, mode, counts) become afterData. A storage failure is
-    logged as a warning and never raised: it must not hide the operation's own result."""
+def _check_operation(operation: str, table: str) -> None:
     if operation not in APP_OPERATIONS:
         raise InvalidInput(f"invalid audit operation {operation!r}: expected one of {', '.join(APP_OPERATIONS)}")
     validate_table_name(table)
+
+
+def _write_operation_entry(
+    storage: Storage, operation: str, actor: str, table: str, details: dict, identifier: uuid.UUID
+) -> None:
+    """Write one entry of the app's own; a storage failure is logged as a warning and never raised:
+    the audit trail being unreachable must not stop (or hide the result of) a restore."""
     try:
         event = AuditEvent(
             table=table,
@@ -104,9 +115,81 @@ def record_operation(storage: Storage, operation: str, actor: str, table: str, d
             before_data="null",
             after_data=orjson.dumps(details, default=str, option=orjson.OPT_NON_STR_KEYS).decode(),
         )
-        _insert(storage, _entity(event, uuid.uuid4(), message_id="", entity_key=""))
+        # Built once: the client's retries of this one insert send the same RowKey (insert_once).
+        _insert(storage, _entity(event, identifier, message_id="", entity_key=""))
     except Exception as error:
         log.warning("audit entry for %s of %s was not written: %s", operation, table, error, exc_info=error)
+
+
+def record_operation(storage: Storage, operation: str, actor: str, table: str, details: dict) -> None:
+    """Record one of this app's own operations that changes nothing (EXPORT) as a single entry.
+    Operations that change data use operation_entries (a started and an ended entry).
+
+    details (what: backup, filter, target, mode, counts) become afterData. A storage failure is
+    logged as a warning and never raised: it must not hide the operation's own result."""
+    _check_operation(operation, table)
+    _write_operation_entry(storage, operation, actor, table, details, uuid.uuid4())
+
+
+@dataclass
+class OperationEntries:
+    """The running operation's side of its pair of entries: what it reports as it goes."""
+
+    operation_id: str
+    result: dict | None = None  # what it did, set when it completes: the ended entry carries it
+    # Operations the service confirmed so far (from progress reports): what an interrupted or
+    # failed operation is known to have done. A batch in flight when it stopped may also have landed.
+    confirmed: int = 0
+    partial: dict = field(default_factory=dict)  # facts known before the end (e.g. the safety backup)
+
+    def counting(self, on_progress: Callable[[int], None] | None, offset: int = 0) -> Callable[[int], None]:
+        """on_progress (count of operations handled) that also keeps the count for the ended entry."""
+
+        def report(count: int) -> None:
+            self.confirmed = offset + count
+            if on_progress is not None:
+                on_progress(count)
+
+        return report
+
+
+def _outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "succeeded"
+    if isinstance(error, INTERRUPTIONS):
+        return "interrupted"
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"failed: {text}"
+
+
+@contextmanager
+def operation_entries(
+    storage: Storage, operation: str, actor: str, table: str, plan: dict, *, record: bool = True
+) -> Iterator[OperationEntries]:
+    """One operation that changes data, as one pair of audit entries linked by `operation_id`: a
+    `started` entry before the body runs (plan: what it will do), an `ended` entry when it leaves
+    (the plan, then `result` or the confirmed count, and outcome `succeeded`, `interrupted` or
+    `failed: <why>`). An operation killed hard leaves its started entry and no ended one.
+    record=False (a dry run, or a part of a larger operation) writes nothing."""
+    _check_operation(operation, table)
+    entries = OperationEntries(operation_id=str(uuid.uuid4()))
+    if not record:
+        yield entries
+        return
+
+    def write(phase: str, details: dict) -> None:
+        identifier = uuid.uuid5(_OPERATION_NAMESPACE, f"{entries.operation_id}/{phase}")
+        linked = {**details, "phase": phase, "operation_id": entries.operation_id}
+        _write_operation_entry(storage, operation, actor, table, linked, identifier)
+
+    write("started", plan)
+    try:
+        yield entries
+    except BaseException as error:
+        done = {**entries.partial, "confirmed": entries.confirmed}
+        write("ended", {**plan, **done, "outcome": _outcome(error)})
+        raise
+    write("ended", {**plan, **(entries.result or {}), "outcome": _outcome(None)})
 
 
 def _image(storage: Storage, wire: dict, name: str) -> dict | None:

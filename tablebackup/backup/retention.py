@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from tablebackup.audit.entries import record_operation
+from tablebackup.audit.entries import operation_entries
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import BackupError, DamagedBackup, InvalidInput, NotFound, StorageUnavailable
 from tablebackup.core.names import BACKUP_ID_RE, table_key, validate_backup_id, validate_table_name
@@ -289,28 +289,35 @@ def prune(
             log.info("retention planned: %s", summary, extra={"table": table})
             if dry_run:
                 continue
-            deleted = []
-            for backup_id in planned.delete:
-                why = _needed_now(storage.backups, table, now).get(backup_id)
-                if why is not None:
-                    log.info("backup kept: table=%s backup=%s (%s)", table, backup_id, why)
-                    result["delete"].remove(backup_id)
-                    result["keep"].append(backup_id)
-                    result["reasons"][backup_id] = [why]
-                    continue
-                delete_backup(storage.backups, backup_id)
-                deleted.append(backup_id)
-                result["deleted"].append(backup_id)
-                reason = ", ".join(planned.reasons[backup_id])
-                log.info(
-                    "backup deleted: table=%s backup=%s (%s)",
-                    table,
-                    backup_id,
-                    reason,
-                    extra={"table": table, "backup": backup_id},
-                )
-            if deleted:
-                record_operation(storage, "PRUNE", actor, table, {"deleted": deleted, **counts})
+            deleted: list[str] = []
+            with contextlib.ExitStack() as audit:
+                entries = None
+                for backup_id in planned.delete:
+                    why = _needed_now(storage.backups, table, now).get(backup_id)
+                    if why is not None:
+                        log.info("backup kept: table=%s backup=%s (%s)", table, backup_id, why)
+                        result["delete"].remove(backup_id)
+                        result["keep"].append(backup_id)
+                        result["reasons"][backup_id] = [why]
+                        continue
+                    if entries is None:  # opened at the first delete: a prune that deletes nothing changes nothing
+                        intent = {"delete": [b for b in planned.delete if b in result["delete"]], **counts}
+                        entries = audit.enter_context(operation_entries(storage, "PRUNE", actor, table, intent))
+                        entries.partial["deleted"] = deleted
+                    delete_backup(storage.backups, backup_id)
+                    deleted.append(backup_id)
+                    entries.confirmed = len(deleted)
+                    result["deleted"].append(backup_id)
+                    reason = ", ".join(planned.reasons[backup_id])
+                    log.info(
+                        "backup deleted: table=%s backup=%s (%s)",
+                        table,
+                        backup_id,
+                        reason,
+                        extra={"table": table, "backup": backup_id},
+                    )
+                if entries is not None:
+                    entries.result = {"deleted": deleted, **counts}
             for name in stale_holds(storage.backups, table, now):
                 # A restore's hold that ran out; one an immutability policy still protects stays.
                 with contextlib.suppress(AzureError):

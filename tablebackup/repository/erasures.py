@@ -158,20 +158,30 @@ def erase(
         )
     digest = key_digest(partition_key, row_key)
     erased_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    try:
-        _register(
-            storage, table, digest, {"table": table_key(table), "reason": reason, "actor": actor, "erasedAt": erased_at}
-        )
-        existed = live and _delete(storage, table, partition_key, row_key)
-    except AzureError as error:
-        raise _unreachable(error) from error
-    result = {"table": table, "key_sha256": digest, "deleted": existed, "erased_at": erased_at, "reason": reason}
-    log.info("entity erased: table=%s key_sha256=%s deleted=%s", table, digest, existed, extra=result)
     if record_audit is None:
-        from tablebackup.audit.entries import record_operation  # the audit trail builds on this package
+        from tablebackup.audit.entries import operation_entries  # the audit trail builds on this package
 
-        record_operation(storage, "ERASE", actor, table, result)
+        # One pair of ERASE entries, started before the key is registered. Only the key's digest is in them.
+        intent = {"table": table, "key_sha256": digest, "erased_at": erased_at, "reason": reason}
+        audit = operation_entries(storage, "ERASE", actor, table, intent)
     else:
+        audit = contextlib.nullcontext()
+    with audit as entries:
+        try:
+            _register(
+                storage,
+                table,
+                digest,
+                {"table": table_key(table), "reason": reason, "actor": actor, "erasedAt": erased_at},
+            )
+            existed = live and _delete(storage, table, partition_key, row_key)
+        except AzureError as error:
+            raise _unreachable(error) from error
+        result = {"table": table, "key_sha256": digest, "deleted": existed, "erased_at": erased_at, "reason": reason}
+        if entries is not None:
+            entries.result = result
+    log.info("entity erased: table=%s key_sha256=%s deleted=%s", table, digest, existed, extra=result)
+    if record_audit is not None:
         record_audit(result)
     return result
 

@@ -50,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from tablebackup.audit.entries import record_operation
+from tablebackup.audit.entries import operation_entries
 from tablebackup.audit.messages import DATA_OPERATIONS, instant_text
 from tablebackup.core import telemetry
 from tablebackup.core.clients import Storage
@@ -373,52 +373,71 @@ def restore_to_instant(
     started = time.monotonic()
     checked = check_point_in_time(storage, request)
     manifest, target, as_of = checked.manifest, checked.target, checked.as_of
+    plan = {
+        "table": request.table,
+        "backup": manifest.backup,
+        "target": target,
+        "mode": request.mode,
+        "filter": request.filter,
+        "replay_audit": True,
+        "as_of": instant_text(as_of),
+    }
     # The audit trail is read before anything is written: a failure here leaves the target untouched.
     with closing(Replay(checked.predicate, erasures.load(storage, request.table))) as replay:
         for change in read_changes(storage, request.table, checked.replay_from, as_of):
             replay.add(change)
         covered = _coverage(storage, request.table, checked.known_at, as_of, replay)
 
-        base_request = replace_fields(request, backup=manifest.backup, as_of=None, target=target, resolved=None)
-        base = restore(
-            storage,
-            base_request,
-            on_progress=on_progress,
-            reuse_safety=reuse_safety,
-            on_safety_backup=on_safety_backup,
-            whole_state=False,  # the replay goes on top: the table will not be the backup's state
-        )
-        base.chosen = checked.chosen
-        result = PointInTimeResult(base=base, as_of=instant_text(as_of), replay_from=instant_text(checked.replay_from))
-        client = storage.tables.get_table_client(target)
-        with telemetry.operation("replay", target, backup=manifest.backup):
-            operations = replay.operations(client)
-            if request.dry_run:
-                result.replayed = sum(1 for _ in operations)
-            else:
-                done = base.restored + base.deleted
-                report = (lambda count: on_progress(done + count)) if on_progress else None
-                workers = storage.settings.restore_workers
-                outcome = submit_operations(client, operations, workers=workers, on_progress=report)
-                result.replayed = outcome.handled
-            telemetry.record_volume("replay", target, result.replayed)
-
-        gaps, result.gaps_total = replay.gaps(MAX_LISTED_GAPS)
-        if covered is not None:
-            reason = (
-                f"no audited change to {request.table} after {covered}: changes up to {result.as_of} "
-                "may not be audited yet (or there were none)"
+        # One operation, one pair of entries, begun once the trail is read: the backup part and the
+        # replay are reported together.
+        audit = operation_entries(storage, "RESTORE", request.actor, target, plan, record=not request.dry_run)
+        with audit as entries:
+            base_request = replace_fields(request, backup=manifest.backup, as_of=None, target=target, resolved=None)
+            base = restore(
+                storage,
+                base_request,
+                on_progress=on_progress,
+                reuse_safety=reuse_safety,
+                on_safety_backup=on_safety_backup,
+                whole_state=False,  # the replay goes on top: the table will not be the backup's state
+                within=entries,
             )
-            gaps, result.gaps_total = [*gaps, _gap(covered, None, reason)][:MAX_LISTED_GAPS], result.gaps_total + 1
-        open_gap = replay.first_open_gap()
-    result.faithful_until = min(
-        [result.as_of, *([covered] if covered else []), *([tick_before(open_gap)] if open_gap else [])]
-    )
-    result.gaps = gaps
-    result.seconds = time.monotonic() - started
-    if not request.dry_run:
-        details = {"table": request.table, "filter": request.filter, "replay_audit": True, **result.as_json()}
-        record_operation(storage, "RESTORE", request.actor, target, details)
+            base.chosen = checked.chosen
+            replay_from = instant_text(checked.replay_from)
+            result = PointInTimeResult(base=base, as_of=instant_text(as_of), replay_from=replay_from)
+            client = storage.tables.get_table_client(target)
+            with telemetry.operation("replay", target, backup=manifest.backup):
+                operations = replay.operations(client)
+                if request.dry_run:
+                    result.replayed = sum(1 for _ in operations)
+                else:
+                    done = base.restored + base.deleted
+                    report = (lambda count: on_progress(done + count)) if on_progress else None
+                    workers = storage.settings.restore_workers
+                    counted = entries.counting(report, offset=done)
+                    outcome = submit_operations(client, operations, workers=workers, on_progress=counted)
+                    result.replayed = outcome.handled
+                telemetry.record_volume("replay", target, result.replayed)
+
+            gaps, result.gaps_total = replay.gaps(MAX_LISTED_GAPS)
+            if covered is not None:
+                reason = (
+                    f"no audited change to {request.table} after {covered}: changes up to {result.as_of} "
+                    "may not be audited yet (or there were none)"
+                )
+                gaps, result.gaps_total = [*gaps, _gap(covered, None, reason)][:MAX_LISTED_GAPS], result.gaps_total + 1
+            open_gap = replay.first_open_gap()
+            result.faithful_until = min(
+                [result.as_of, *([covered] if covered else []), *([tick_before(open_gap)] if open_gap else [])]
+            )
+            result.gaps = gaps
+            result.seconds = time.monotonic() - started
+            entries.result = {
+                "table": request.table,
+                "filter": request.filter,
+                "replay_audit": True,
+                **result.as_json(),
+            }
     log.info(
         "point-in-time restore %s: table=%s backup=%s target=%s as_of=%s replayed=%d faithful_until=%s gaps=%d "
         "actor=%s",
@@ -538,38 +557,50 @@ def undelete(
         "dry_run": dry_run,
         "gaps": gaps,
     }
-    if state is not None:
-        result["audit_timestamp"] = source_change.timestamp
-        if not dry_run:
-            if not table_exists(storage, target):
-                create_table(storage, target)
-            outcome = submit_operations(client, [("insert", state)], workers=1)  # insert: never overwrites
-            if not outcome.written:
-                raise BackupError(
-                    f"table {target!r} got {described} from another writer while undelete ran: nothing was written"
-                )
-        result["restored"] = 1
-    else:
+    manifest = None
+    if state is None:
         manifest = _backup_holding(storage, table, key, deleted.timestamp if deleted else None)
-        if manifest is None:
-            raise NotFound(
-                f"no earlier state of {described} of table {table!r}: the audit trail since "
-                f"{instant_text(since)} has none and no backup{' taken before its DELETE' if deleted else ''} "
-                "holds it (search further back with --since)"
-            )
-        request = RestoreRequest(
-            table=table,
-            backup=manifest.backup,
-            target=target,
-            filter=_key_filter(partition_key, row_key),
-            mode="missing",
-            dry_run=dry_run,
-            actor=actor,
+    if state is None and manifest is None:
+        raise NotFound(
+            f"no earlier state of {described} of table {table!r}: the audit trail since "
+            f"{instant_text(since)} has none and no backup{' taken before its DELETE' if deleted else ''} "
+            "holds it (search further back with --since)"
         )
-        restored = restore(storage, request)
-        result.update(source="backup", backup=manifest.backup, restored=restored.restored)
-    if not dry_run:
-        record_operation(storage, "RESTORE", actor, target, {"undelete": True, **result})
+    plan = {
+        "undelete": True,
+        "table": table,
+        "target": target,
+        "partitionKey": partition_key,
+        "rowKey": row_key,
+        "source": "audit" if state is not None else "backup",
+        "backup": manifest.backup if manifest is not None else None,
+    }
+    # One entity, one pair of entries: a restore from a backup reports into this pair, not its own.
+    with operation_entries(storage, "RESTORE", actor, target, plan, record=not dry_run) as entries:
+        if state is not None:
+            result["audit_timestamp"] = source_change.timestamp
+            if not dry_run:
+                if not table_exists(storage, target):
+                    create_table(storage, target)
+                outcome = submit_operations(client, [("insert", state)], workers=1)  # insert: never overwrites
+                if not outcome.written:
+                    raise BackupError(
+                        f"table {target!r} got {described} from another writer while undelete ran: nothing was written"
+                    )
+            result["restored"] = 1
+        else:
+            request = RestoreRequest(
+                table=table,
+                backup=manifest.backup,
+                target=target,
+                filter=_key_filter(partition_key, row_key),
+                mode="missing",
+                dry_run=dry_run,
+                actor=actor,
+            )
+            restored = restore(storage, request, within=entries)
+            result.update(source="backup", backup=manifest.backup, restored=restored.restored)
+        entries.result = {"undelete": True, **result}
     log.info(
         "undelete %s: table=%s target=%s source=%s backup=%s audit_timestamp=%s actor=%s",
         "planned (dry run)" if dry_run else "complete",

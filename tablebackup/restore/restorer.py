@@ -25,12 +25,13 @@ import logging
 import shlex
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from azure.core.exceptions import AzureError
 
-from tablebackup.audit.entries import record_operation
+from tablebackup.audit.entries import OperationEntries, operation_entries
 from tablebackup.backup.archiver import backup_table
 from tablebackup.core import telemetry
 from tablebackup.core.clients import Storage
@@ -154,7 +155,9 @@ def resolve_backup(
     if (backup is None) == (as_of is None):
         raise InvalidInput("give exactly one of a backup id, 'latest', or an as-of time")
     if backup is not None and is_legacy_name(backup):
-        raise InvalidInput(f"{backup!r} is one of the seed's old backups: restore it with the CLI's restore --backup")
+        raise InvalidInput(
+            f"{backup!r} is a daily JSON export (<table>-<time>.json): restore it with the CLI's restore --backup"
+        )
     if resolved is not None:
         asked = "latest" if backup == "latest" else f"as of {as_of.isoformat()}" if backup is None else "its id"
         return _named(storage, table, resolved), f"{resolved}, as {asked} resolved when the restore was first asked"
@@ -182,7 +185,7 @@ def choose_with_legacy(
         found = read_legacy_backup(storage.backups, backup)
         if table_key(found.table) != table_key(table):
             raise InvalidInput(f"backup {backup!r} is of table {found.table!r}, not {table!r}")
-        return found, "named by its name (one of the seed's old backups)"
+        return found, "named by its name (a daily JSON export, <table>-<time>.json)"
     instant = None if as_of is None else (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
     old = [b for b in legacy_backups(storage.backups, table) if instant is None or b.taken_at <= instant]
     if backup not in (None, "latest") or not old:
@@ -190,10 +193,10 @@ def choose_with_legacy(
     try:
         current, why = resolve_backup(storage, table, backup, as_of)
     except NotFound:
-        return old[0], f"{backup or 'as of'}: the seed's old backup {old[0].backup}; the table has no newer one"
+        return old[0], f"{backup or 'as of'}: the daily JSON export {old[0].backup}; the table has no newer one"
     if current.started_at.astimezone(UTC) >= old[0].taken_at:
         return current, why
-    return old[0], f"{backup or 'as of'}: the seed's old backup {old[0].backup} is newer than any backup of the app"
+    return old[0], f"{backup or 'as of'}: the daily JSON export {old[0].backup} is newer than any backup of the app"
 
 
 def _backup_entities(
@@ -270,16 +273,32 @@ def restore(
     reuse_safety: str | None = None,
     on_safety_backup: Callable[[str], None] | None = None,
     whole_state: bool = True,
+    within: OperationEntries | None = None,
 ) -> RestoreResult:
     """Restore as the request asks; with dry_run, count what would change and write nothing.
 
     reuse_safety: the safety backup an earlier delivery of the same operation took. on_safety_backup
     is called with the safety backup's id as soon as it is complete. whole_state=False: the table
-    will not be the backup's state when this returns (a point-in-time restore replays on top)."""
+    will not be the backup's state when this returns (a point-in-time restore replays on top).
+    The restore is one pair of RESTORE audit entries (started, ended); within: it is part of a
+    larger operation that has its pair (a point-in-time restore, an undelete) and reports to it."""
     started = time.monotonic()
     begun = datetime.now(UTC)
     checked = check_request(storage, request)
     manifest, target = checked.manifest, checked.target
+    plan = {
+        "table": request.table,
+        "backup": manifest.backup,
+        "target": target,
+        "mode": request.mode,
+        "filter": request.filter,
+        "chosen": checked.chosen,
+    }
+    audit = (
+        operation_entries(storage, "RESTORE", request.actor, target, plan, record=not request.dry_run)
+        if within is None
+        else nullcontext(within)
+    )
     hold = None
     if checked.legacy is None:
         try:  # before the chain is read: prune keeps what this restore reads
@@ -287,21 +306,26 @@ def restore(
         except AzureError as error:  # e.g. the backups' read-only secondary: nothing prunes there either
             log.warning("restore of %s: no hold on %s: %s", request.table, manifest.backup, str(error).splitlines()[0])
     try:
-        result = _restore(storage, request, checked, on_progress, reuse_safety, on_safety_backup)
-        if not request.dry_run:
-            _record(storage, request, checked, result, begun, whole_state)
+        if not request.force and checked.legacy is None:  # an old backup has no checksums to check
+            # The whole chain is read once before the first write: a damaged backup changes nothing
+            # (and, refused before it began, leaves nothing in the audit trail either).
+            check_whole_backup(storage.backups, manifest)
+        with audit as entries:
+
+            def safety_taken(backup: str) -> None:
+                entries.partial["safety_backup"] = backup  # an interrupted restore still names its undo
+                if on_safety_backup is not None:
+                    on_safety_backup(backup)
+
+            progress = entries.counting(on_progress)
+            result = _restore(storage, request, checked, progress, reuse_safety, safety_taken)
+            if not request.dry_run:
+                _record(storage, request, checked, result, begun, whole_state)
+            result.seconds = time.monotonic() - started
+            entries.result = {"table": request.table, "filter": request.filter, **result.as_json()}
     finally:
         if hold is not None:
             release_hold(storage.backups, hold)
-    result.seconds = time.monotonic() - started
-    if not request.dry_run:
-        record_operation(
-            storage,
-            "RESTORE",
-            request.actor,
-            target,
-            {"table": request.table, "filter": request.filter, **result.as_json()},
-        )
     log.info(
         "restore %s: table=%s backup=%s target=%s mode=%s restored=%d deleted=%d skipped=%d actor=%s",
         "planned (dry run)" if request.dry_run else "complete",
@@ -333,9 +357,6 @@ def _restore(
     on_safety_backup: Callable[[str], None] | None,
 ) -> RestoreResult:
     manifest, target = checked.manifest, checked.target
-    if not request.force and checked.legacy is None:  # an old backup has no checksums to check
-        # The whole chain is read once before the first write: a damaged backup changes nothing.
-        check_whole_backup(storage.backups, manifest)
     context = {"table": request.table, "backup": manifest.backup, "target": target, "mode": request.mode}
     log.info(
         "restore started: %s (%s)", " ".join(f"{k}={v}" for k, v in context.items()), checked.chosen, extra=context

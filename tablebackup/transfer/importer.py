@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
-from tablebackup.audit.entries import record_operation
+from tablebackup.audit.entries import operation_entries
 from tablebackup.core.clients import Storage
 from tablebackup.core.entities import service_order
 from tablebackup.core.errors import BackupError, InvalidInput
@@ -214,33 +214,38 @@ def import_entities(
     check = getattr(source, "check", None)
     if check is not None:
         result.azcopy = check.as_json()
-    # An existing table under another spelling is that table: written under its own spelling.
-    into = existing_spelling(storage, request.table)
-    exists = into is not None
-    if not exists and not request.dry_run:
-        create_table(storage, request.table)
-    client = storage.tables.get_table_client(into or request.table)
-    tally = Tally()
-    erased = erasures.load(storage, request.table)
-    entities = erased.without_erased(read_entities(source, request.format, scan.rules))
-    operations = plan_operations(entities, request.mode, client, exists, None, tally)
-    if request.dry_run:
-        for _ in operations:
-            pass
-        result.imported, result.skipped = tally.restored, tally.skipped + erased.skipped
-    else:
-        label = f"import {request.table}"
-        # One entity the service refuses costs only itself; the counts are what this run wrote.
-        outcome = submit_operations(
-            client,
-            operations,
-            workers=storage.settings.restore_workers,
-            on_progress=(lambda count: on_progress(label, count)) if on_progress else None,
-            isolate_refusals=True,
-        )
-        result.imported, result.failed, result.errors = outcome.written, outcome.failed, outcome.errors
-        result.skipped = tally.skipped + outcome.existing + erased.skipped
-    result.seconds = time.monotonic() - started
+    plan = {"table": request.table, "source": source.name, "format": scan.format, "mode": request.mode}
+    # One pair of IMPORT entries: started before the first write, ended with what it wrote.
+    audit = operation_entries(storage, "IMPORT", request.actor, request.table, plan, record=not request.dry_run)
+    with audit as entries:
+        # An existing table under another spelling is that table: written under its own spelling.
+        into = existing_spelling(storage, request.table)
+        exists = into is not None
+        if not exists and not request.dry_run:
+            create_table(storage, request.table)
+        client = storage.tables.get_table_client(into or request.table)
+        tally = Tally()
+        erased = erasures.load(storage, request.table)
+        entities = erased.without_erased(read_entities(source, request.format, scan.rules))
+        operations = plan_operations(entities, request.mode, client, exists, None, tally)
+        if request.dry_run:
+            for _ in operations:
+                pass
+            result.imported, result.skipped = tally.restored, tally.skipped + erased.skipped
+        else:
+            label = f"import {request.table}"
+            # One entity the service refuses costs only itself; the counts are what this run wrote.
+            outcome = submit_operations(
+                client,
+                operations,
+                workers=storage.settings.restore_workers,
+                on_progress=entries.counting((lambda count: on_progress(label, count)) if on_progress else None),
+                isolate_refusals=True,
+            )
+            result.imported, result.failed, result.errors = outcome.written, outcome.failed, outcome.errors
+            result.skipped = tally.skipped + outcome.existing + erased.skipped
+        result.seconds = time.monotonic() - started
+        entries.result = {**result.as_json(), "source": source.name}
     log.info(
         "import %s: table=%s source=%s format=%s mode=%s imported=%d skipped=%d failed=%d actor=%s",
         "planned (dry run)" if request.dry_run else "complete",
@@ -254,6 +259,4 @@ def import_entities(
         request.actor,
         extra={**result.as_json(), "source": source.name, "actor": request.actor},
     )
-    if not request.dry_run:
-        record_operation(storage, "IMPORT", request.actor, request.table, {**result.as_json(), "source": source.name})
     return result

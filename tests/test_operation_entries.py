@@ -4,12 +4,6 @@ failed or was interrupted), linked by operation_id."""
 
 from __future__ import annotations
 
-import itertools
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -189,51 +183,6 @@ def test_the_pair_survives_an_exception_the_body_raises(audit_storage, unique_na
 
     _, ended = _pair(audit_storage, table, "RESTORE")
     assert (ended["mode"], ended["confirmed"], ended["outcome"]) == ("x", 7, "interrupted")
-
-
-def test_a_cli_restore_stopped_with_ctrl_c_is_ended_interrupted(
-    audit_storage, backed_up, unique_name, monkeypatch, azurite_connection_string
-):
-    table, _ = backed_up
-    target = unique_name("sigint")
-    monkeypatch.setenv("RESTORE_WORKERS", "1")
-    with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
-        # Ctrl-C arrives while the restore writes: sent as the third $batch reaches the proxy, which
-        # holds each batch a while, so the restore is mid-way whatever the machine's load.
-        started: list[subprocess.Popen] = []
-        batches = itertools.count(1)
-
-        def hold_batches(method: str, path: str) -> None:
-            if "$batch" in path:
-                if next(batches) == 3:
-                    started[0].send_signal(signal.SIGINT)
-                time.sleep(0.3)
-
-        proxy.before_forward = hold_batches
-        command = ["restore", "--table", table, "--backup", "latest", "--target", target]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tablebackup", *command],
-            cwd=ROOT,
-            env=dict(os.environ),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(process)
-        try:
-            process.communicate(timeout=120)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-    assert process.returncode != 0
-    _, ended = _pair(audit_storage, target, "RESTORE")
-    assert ended["outcome"] == "interrupted"
-    # What the service confirmed before the stop; batches in flight then may have landed too.
-    written = len(list(audit_storage.tables.get_table_client(target).list_entities(select=["RowKey"])))
-    assert 0 <= ended["confirmed"] <= written < 1000
 
 
 def test_a_restore_refused_for_a_damaged_backup_leaves_nothing_in_the_trail(audit_storage, backed_up, unique_name):

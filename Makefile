@@ -84,7 +84,8 @@ test:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
-	$(PY) -m pytest
+	# One process per core (pytest-xdist), each with its own Azurite: CI has two.
+	$(PY) -m pytest -n auto
 
 lint: $(VENV)/.installed $(INFRA_VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,7 @@ import azure.functions as func
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 
+from tablebackup.core import wirejson
 from tablebackup.core.errors import (
     BackupError,
     DamagedBackup,
@@ -26,7 +27,8 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def json_response(body: dict, status: int = 200) -> func.HttpResponse:
-    return func.HttpResponse(orjson.dumps(body), status_code=status, mimetype="application/json")
+    # wirejson: an entity or audit image may hold a lone surrogate, which the service stores.
+    return func.HttpResponse(wirejson.dumps(body), status_code=status, mimetype="application/json")
 
 
 def error_response(error: Exception) -> func.HttpResponse:

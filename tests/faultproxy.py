@@ -3,7 +3,10 @@ error status, or hold them past the client's timeout, to exercise retries agains
 
 `after(...)` makes the ambiguous faults: the request reaches Azurite and is applied, then the answer
 is lost: replaced by an error status, the connection dropped, held past the client's read timeout,
-or its body cut off halfway."""
+or its body cut off halfway.
+
+`hold(...)` makes a gate: the N-th matching request waits at the proxy, not yet forwarded, until
+the test releases it, so a test can act (send SIGINT, say) while that request is surely in flight."""
 
 from __future__ import annotations
 
@@ -31,6 +34,27 @@ class AfterFault:
         return self.times > 0 and self.method in (None, method) and (self.path is None or self.path in path)
 
 
+@dataclass
+class Gate:
+    """Holds the `nth` request matching method and path until released, then forwards it."""
+
+    nth: int
+    method: str | None = None
+    path: str | None = None
+    timeout: float = 60.0  # a test that never releases fails instead of hanging
+    matched: int = 0
+
+    def __post_init__(self) -> None:
+        self.reached = threading.Event()  # the held request is at the proxy
+        self.released = threading.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def wait_reached(self, timeout: float = 60.0) -> bool:
+        return self.reached.wait(timeout)
+
+
 class FaultProxy:
     def __init__(self, target_port: int):
         self.target_port = target_port
@@ -42,6 +66,7 @@ class FaultProxy:
         self.after_faults: list[AfterFault] = []
         # Called with (method, path) before a request goes through: another writer acting meanwhile.
         self.before_forward: Callable[[str, str], None] | None = None
+        self.gates: list[Gate] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -77,6 +102,10 @@ class FaultProxy:
                     return
                 if proxy.before_forward:
                     proxy.before_forward(self.command, self.path)
+                gate = proxy._take_gate(self.command, self.path)
+                if gate is not None:
+                    gate.reached.set()
+                    gate.released.wait(gate.timeout)
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
                 upstream.request(self.command, self.path, body=body or None, headers=headers)
@@ -123,6 +152,22 @@ class FaultProxy:
         with self._lock:
             self.after_faults.append(AfterFault(what, method, path, times))
 
+    def hold(self, nth: int, *, method: str | None = None, path: str | None = None) -> Gate:
+        """Hold the nth matching request (counted from now) until gate.release(); then it goes on."""
+        gate = Gate(nth, method, path)
+        with self._lock:
+            self.gates.append(gate)
+        return gate
+
+    def _take_gate(self, method: str, path: str) -> Gate | None:
+        with self._lock:
+            for gate in self.gates:
+                if gate.method in (None, method) and (gate.path is None or gate.path in path):
+                    gate.matched += 1
+                    if gate.matched == gate.nth:
+                        return gate
+        return None
+
     def _take_after(self, method: str, path: str) -> AfterFault | None:
         with self._lock:
             for fault in self.after_faults:
@@ -136,6 +181,8 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc) -> None:
+        for gate in self.gates:
+            gate.release()  # nothing stays held past the test
         self.server.shutdown()
         self.server.server_close()
 

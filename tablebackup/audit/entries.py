@@ -11,6 +11,7 @@ An image above the 64 KiB property limit is a blob instead, named by `beforeData
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,9 +25,11 @@ from azure.data.tables import EdmType, EntityProperty
 from tablebackup.audit import payloads
 from tablebackup.audit.messages import APP_OPERATIONS, AuditEvent, canonical_instant, instant_text
 from tablebackup.audit.tables import insert_once
+from tablebackup.core import wirejson
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import BackupError, InvalidInput
 from tablebackup.core.names import validate_table_name
+from tablebackup.storage.tablewriter import WriteOutcome, write_ledger
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ _OPERATION_NAMESPACE = uuid.UUID("0d6c8f7e-3a51-4b9e-8e0f-5c2b7a9d4e13")
 # What stops an operation from outside (Ctrl-C, SIGTERM turned into SystemExit, a closed generator):
 # it was interrupted, not failed.
 INTERRUPTIONS = (KeyboardInterrupt, SystemExit, GeneratorExit)
+# The operations whose writes go to a table through the batch writer: their ended entry always
+# gives `table_writes`, zeros included (it wrote nothing before it stopped).
+_TABLE_WRITERS = ("RESTORE", "IMPORT")
 
 
 def partition_for(instant: str) -> str:
@@ -113,12 +119,21 @@ def _write_operation_entry(
             user_id=actor or "unknown",
             timestamp=instant_text(datetime.now(UTC)),
             before_data="null",
-            after_data=orjson.dumps(details, default=str, option=orjson.OPT_NON_STR_KEYS).decode(),
+            after_data=_details_text(details),
         )
         # Built once: the client's retries of this one insert send the same RowKey (insert_once).
         _insert(storage, _entity(event, identifier, message_id="", entity_key=""))
     except Exception as error:
         log.warning("audit entry for %s of %s was not written: %s", operation, table, error, exc_info=error)
+
+
+def _details_text(details: dict) -> str:
+    try:
+        return orjson.dumps(details, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        # A lone surrogate (in a filter, an entity's key), which orjson refuses: kept as its escape,
+        # which the readers (wirejson.loads) read back as it was.
+        return json.dumps(details, default=str, separators=(",", ":"))
 
 
 def record_operation(storage: Storage, operation: str, actor: str, table: str, details: dict) -> None:
@@ -137,16 +152,19 @@ class OperationEntries:
 
     operation_id: str
     result: dict | None = None  # what it did, set when it completes: the ended entry carries it
-    # Operations the service confirmed so far (from progress reports): what an interrupted or
-    # failed operation is known to have done. A batch in flight when it stopped may also have landed.
-    confirmed: int = 0
     partial: dict = field(default_factory=dict)  # facts known before the end (e.g. the safety backup)
+    # What the operation's table writes did, exactly (tablebackup.storage.tablewriter.write_ledger):
+    # filled in as its batches finish, the ones in flight when it stopped included.
+    table_writes: WriteOutcome = field(default_factory=WriteOutcome)
+    # The last progress count reported through counting(): for the caller's display only; the
+    # ended entry's counts come from table_writes, which is exact.
+    reported: int = 0
 
     def counting(self, on_progress: Callable[[int], None] | None, offset: int = 0) -> Callable[[int], None]:
-        """on_progress (count of operations handled) that also keeps the count for the ended entry."""
+        """on_progress (count of operations handled), keeping the last count in `reported`."""
 
         def report(count: int) -> None:
-            self.confirmed = offset + count
+            self.reported = offset + count
             if on_progress is not None:
                 on_progress(count)
 
@@ -168,34 +186,58 @@ def operation_entries(
 ) -> Iterator[OperationEntries]:
     """One operation that changes data, as one pair of audit entries linked by `operation_id`: a
     `started` entry before the body runs (plan: what it will do), an `ended` entry when it leaves
-    (the plan, then `result` or the confirmed count, and outcome `succeeded`, `interrupted` or
-    `failed: <why>`). An operation killed hard leaves its started entry and no ended one.
-    record=False (a dry run, or a part of a larger operation) writes nothing."""
+    (the plan, then `result` if it completed or else `partial`, its exact `table_writes`, and
+    outcome `succeeded`, `interrupted` or `failed: <why>`). An operation killed hard leaves its
+    started entry and no ended one. record=False (a dry run, or a part of a larger operation)
+    writes nothing."""
     _check_operation(operation, table)
     entries = OperationEntries(operation_id=str(uuid.uuid4()))
     if not record:
         yield entries
         return
+    with write_ledger() as entries.table_writes:
+        yield from _recorded(storage, operation, actor, table, plan, entries)
+
+
+def _recorded(
+    storage: Storage, operation: str, actor: str, table: str, plan: dict, entries: OperationEntries
+) -> Iterator[OperationEntries]:
 
     def write(phase: str, details: dict) -> None:
         identifier = uuid.uuid5(_OPERATION_NAMESPACE, f"{entries.operation_id}/{phase}")
         linked = {**details, "phase": phase, "operation_id": entries.operation_id}
         _write_operation_entry(storage, operation, actor, table, linked, identifier)
 
+    def writes() -> dict:
+        ledger = entries.table_writes
+        return {"table_writes": ledger.counts()} if operation in _TABLE_WRITERS or ledger.handled else {}
+
     write("started", plan)
     try:
         yield entries
     except BaseException as error:
-        done = {**entries.partial, "confirmed": entries.confirmed}
-        write("ended", {**plan, **done, "outcome": _outcome(error)})
+        write("ended", {**plan, **entries.partial, **writes(), "outcome": _outcome(error)})
         raise
-    write("ended", {**plan, **(entries.result or {}), "outcome": _outcome(None)})
+    write("ended", {**plan, **(entries.result or {}), **writes(), "outcome": _outcome(None)})
+
+
+def write_operation_phase(
+    storage: Storage, operation: str, actor: str, table: str, operation_id: str, phase: str, details: dict
+) -> None:
+    """One entry of an operation whose started and ended entries are written by different
+    invocations (a restore cut into ranges on the queue): as operation_entries writes them, under
+    ids derived from operation_id and phase, so a redelivery writes no second entry."""
+    _check_operation(operation, table)
+    identifier = uuid.uuid5(_OPERATION_NAMESPACE, f"{operation_id}/{phase}")
+    linked = {**details, "phase": phase, "operation_id": operation_id}
+    _write_operation_entry(storage, operation, actor, table, linked, identifier)
 
 
 def _image(storage: Storage, wire: dict, name: str) -> dict | None:
     blob = wire.get(name + BLOB_SUFFIX)
     try:
-        return orjson.loads(payloads.load(storage, blob) if blob else wire.get(name) or "null")
+        # wirejson: an image may hold a lone surrogate (as its escape), which orjson refuses.
+        return wirejson.loads(payloads.load(storage, blob) if blob else wire.get(name) or "null")
     except orjson.JSONDecodeError as error:
         raise BackupError(f"its {name} is not valid JSON: {error}") from None
 

@@ -14,11 +14,12 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
 
+from tablebackup.core import wirejson
 from tablebackup.core.instants import tick_of
 from tablebackup.core.names import validate_table_name
 
@@ -61,15 +62,31 @@ def instant_text(instant: datetime) -> str:
     return f"{instant.isoformat(timespec='seconds')}.{instant.microsecond:06d}{tick_of(instant)}Z"
 
 
+def _text(min_chars: int, max_chars: int, optional: bool = True) -> PlainValidator:
+    """A string field checked in Python: pydantic's own str refuses a lone surrogate, which a key
+    or a user id the service holds can contain (a JavaScript application can store one)."""
+
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("Input should be a valid string")
+        if not min_chars <= len(value) <= max_chars:
+            raise ValueError(f"should have {min_chars} to {max_chars} characters, not {len(value)}")
+        return value
+
+    return PlainValidator(check)
+
+
 class AuditMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     table_name: str = Field(alias="tableName")
     operation: Literal["INSERT", "UPDATE", "DELETE"]
-    partition_key: str | None = Field(None, alias="partitionKey", max_length=MAX_KEY_CHARS)
-    row_key: str | None = Field(None, alias="rowKey", max_length=MAX_KEY_CHARS)
-    entity_key: str | None = Field(None, alias="entityKey", max_length=2 * MAX_KEY_CHARS + 1)
-    user_id: str = Field(alias="userId", min_length=1, max_length=1024)
+    partition_key: Annotated[str | None, _text(0, MAX_KEY_CHARS)] = Field(None, alias="partitionKey")
+    row_key: Annotated[str | None, _text(0, MAX_KEY_CHARS)] = Field(None, alias="rowKey")
+    entity_key: Annotated[str | None, _text(0, 2 * MAX_KEY_CHARS + 1)] = Field(None, alias="entityKey")
+    user_id: Annotated[str, _text(1, 1024, optional=False)] = Field(alias="userId")
     timestamp: str
     before_data: dict[str, Any] | None = Field(None, alias="beforeData")
     after_data: dict[str, Any] | None = Field(None, alias="afterData")
@@ -158,10 +175,15 @@ def _describe(error: ValidationError) -> str:
 
 
 def _json_text(value: dict | None) -> str:
+    """An image as compact JSON text, lossless for every string the service holds: a lone surrogate
+    (a JavaScript application can store one) is kept as its JSON escape, which the readers
+    (tablebackup.core.wirejson.loads) read back as it was."""
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError as error:
-        raise Rejected(f"not JSON: {error}") from None
+        if "surrogate" not in str(error):  # nested deeper than orjson writes, say: refused as before
+            raise Rejected(f"not JSON: {error}") from None
+    return wirejson.dumps(value).decode()
 
 
 def parse_message(body: bytes | str) -> AuditEvent:

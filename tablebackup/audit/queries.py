@@ -11,6 +11,11 @@ variant lies in (table_clause), and only entries whose table_key matches are kep
 Entries come in the order the changes happened, the order replay uses: by timestamp, and those of one
 entity that share a timestamp in the order they were sent (in_send_order), not by RowKey (whose
 suffix is a uuid). Only the entries of one timestamp are held to reorder them.
+
+An operation of the app's own is a started and an ended entry (tablebackup.audit.entries); with
+`unfinished=True` a started entry whose ended one is nowhere from its start up to now (at most
+OPERATION_HORIZON after the query's end) says so, as `unfinished`. The ids of the ended entries
+looked at are the only thing held: one per operation, not per change.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import TypeVar
 import orjson
 
 from tablebackup.audit.entries import PARTITION_PREFIX, entry_json, row_stamp
-from tablebackup.audit.messages import MAX_KEY_CHARS, OPERATIONS, canonical_instant, instant_text
+from tablebackup.audit.messages import APP_OPERATIONS, MAX_KEY_CHARS, OPERATIONS, canonical_instant, instant_text
+from tablebackup.core import wirejson
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import InvalidInput, NotFound
 from tablebackup.core.names import table_key, validate_table_name
@@ -38,6 +44,12 @@ MAX_RANGE_DAYS = 3660
 # (an entry's images can be up to 1 MiB each).
 PAGE_ENTRIES = 1000
 PAGE_BYTES = 4 * 1024 * 1024
+# No operation of the app's own runs longer than this (a restore writes hundreds of millions of
+# entities in a week): a started entry with no ended one this long after it was killed, or its
+# ended entry could not be written. Within it, it may still be running.
+OPERATION_HORIZON = timedelta(days=7)
+RUNNING_OR_KILLED = "started, not ended (running or killed)"
+NEVER_ENDED = "started, never ended (killed, or its ended entry could not be written)"
 
 
 def _literal(value: str) -> str:
@@ -182,14 +194,64 @@ def iter_entries(
     user: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    *,
+    unfinished: bool = False,
+    now: datetime | None = None,
 ) -> Iterator[dict]:
     """Entries matching every given criterion, in time order (since and until inclusive; a naive
     datetime is UTC), streamed page by page. Images are parsed JSON; blobs are resolved.
-    InvalidInput for bad criteria, raised before the first entry."""
+    InvalidInput for bad criteria, raised before the first entry. unfinished: a started entry of
+    an operation that has no ended entry gets `unfinished` (RUNNING_OR_KILLED, or NEVER_ENDED once
+    OPERATION_HORIZON has passed since it started); now: the clock (default: the current time)."""
     clauses = _criteria(table, partition_key, row_key, operation, user)
     since, until = time_range(since, until, storage.settings.audit_query_days)
     wires = _wire_entries(storage, clauses, table, since, until, None)
-    return (entry_json(storage, wire) for wire in wires)
+    entries = (entry_json(storage, wire) for wire in wires)
+    if not unfinished:
+        return entries
+    return _marking_unfinished(storage, entries, clauses, table, until, _utc(now) if now else datetime.now(UTC))
+
+
+def _started(entry: dict) -> str | None:
+    """The operation_id of an operation's started entry; None for any other entry."""
+    details = entry.get("afterData")
+    if entry["operation"] in APP_OPERATIONS and isinstance(details, dict) and details.get("phase") == "started":
+        return str(details.get("operation_id"))
+    return None
+
+
+def _instant(canonical: str) -> datetime:
+    return datetime.fromisoformat(canonical[:26]).replace(tzinfo=UTC)  # microseconds are enough here
+
+
+def _marking_unfinished(
+    storage: Storage, entries: Iterator[dict], clauses: list[str], table: str | None, until: datetime, now: datetime
+) -> Iterator[dict]:
+    ended: set[str] | None = None
+    for entry in entries:
+        operation_id = _started(entry)
+        if operation_id is not None:
+            started = _instant(entry["timestamp"])
+            if ended is None:  # read once, from the first started entry on: later ones lie within
+                end = max(started, min(until + OPERATION_HORIZON, now))
+                ended = _ended_operations(storage, clauses, table, started, end)
+            if operation_id not in ended:
+                entry = {**entry, "unfinished": NEVER_ENDED if now - started > OPERATION_HORIZON else RUNNING_OR_KILLED}
+        yield entry
+
+
+def _ended_operations(
+    storage: Storage, clauses: list[str], table: str | None, since: datetime, until: datetime
+) -> set[str]:
+    """The operation_ids of the ended entries matching the query's criteria (an operation's two
+    entries share its table, operation and user) between since and until."""
+    ours = "(" + " or ".join(f"operation eq {_literal(name)}" for name in APP_OPERATIONS) + ")"
+    ids = set()
+    for wire in _wire_entries(storage, [*clauses, ours], table, since, until, None):
+        details = entry_json(storage, wire).get("afterData")
+        if isinstance(details, dict) and details.get("phase") == "ended":
+            ids.add(str(details.get("operation_id")))
+    return ids
 
 
 def entries_page(
@@ -220,7 +282,7 @@ def entries_page(
             return entries, _token(clauses, since, until, last)
         entry = entry_json(storage, wire)
         entries.append(entry)
-        size += len(orjson.dumps(entry))
+        size += len(wirejson.dumps(entry))  # an entry may hold a lone surrogate, which orjson refuses
         last = (wire["PartitionKey"], wire["RowKey"])
     return entries, None
 

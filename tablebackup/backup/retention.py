@@ -306,7 +306,6 @@ def prune(
                         entries.partial["deleted"] = deleted
                     delete_backup(storage.backups, backup_id)
                     deleted.append(backup_id)
-                    entries.confirmed = len(deleted)
                     result["deleted"].append(backup_id)
                     reason = ", ".join(planned.reasons[backup_id])
                     log.info(

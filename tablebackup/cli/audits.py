@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from collections.abc import Iterator
 
@@ -13,14 +15,31 @@ from tablebackup.cli.output import emit, json_stream
 
 # As tablebackup.audit.messages.OPERATIONS; repeated so --help works without importing the domain.
 OPERATIONS = ("INSERT", "UPDATE", "DELETE", "RESTORE", "IMPORT", "EXPORT", "PRUNE", "ERASE")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _phase(e: dict) -> str:
+    """For an entry of the app's own operations: started (and whether it never ended) or ended how."""
+    if e.get("unfinished"):
+        return f"  {e['unfinished']}"
+    details = e.get("afterData")
+    if not isinstance(details, dict) or details.get("phase") not in ("started", "ended"):
+        return ""
+    return "  started" if details["phase"] == "started" else f"  ended: {details.get('outcome', '?')}"
 
 
 def _audit_line(e: dict) -> str:
-    return f"{e['timestamp']}  {e['operation']:<7}  {e['tableName']}  {e['entityKey'] or '-'}  by {e['userId']}\n"
+    line = f"{e['timestamp']}  {e['operation']:<7}  {e['tableName']}  {e['entityKey'] or '-'}  by {e['userId']}"
+    # A lone surrogate in a key or user id (UTF-8 cannot encode it) is shown as its escape.
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", line + _phase(e)) + "\n"
 
 
 def _entry_json(entry: dict) -> str:
-    return orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode()
+    try:
+        return orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONEncodeError:
+        # A lone surrogate, which an entity can hold and orjson refuses: written as its escape.
+        return json.dumps(entry, indent=2)
 
 
 def _write_json(entries: Iterator[dict]) -> None:
@@ -57,7 +76,10 @@ def _write_text(entries: Iterator[dict]) -> None:
 @click.option("--until", type=IsoInstant(), help="Up to this instant (default: now).")
 @json_option
 def audit(table, partition_key, row_key, operation, user, since, until, as_json) -> None:
-    """List audit entries in time order: who changed what, when, with the before and after images."""
+    """List audit entries in time order: who changed what, when, with the before and after images.
+
+    The app's own restores, imports, prunes and erasures are a started and an ended entry; a started
+    one with no ended one says so ("unfinished" in --json): still running, or killed."""
     from tablebackup.audit.queries import iter_entries
 
     if since and until and since > until:
@@ -71,5 +93,6 @@ def audit(table, partition_key, row_key, operation, user, since, until, as_json)
         user=user,
         since=since,
         until=until,
+        unfinished=True,
     )
     (_write_json if as_json else _write_text)(entries)

@@ -11,6 +11,12 @@ any of its answers may be lost after the service applied it. So batches are retr
 an insert finds its entity (409) or a delete finds it gone (404) asks the target whether the lost
 attempt landed (tablebackup.storage.landed). The outcome counts only what this run wrote.
 
+An interrupted or failed run still knows exactly what it wrote: on any exception (Ctrl-C included)
+no further batch is sent, the batches already in flight (bounded by their own timeouts and retries)
+are waited for and counted, and only then is the exception raised again. Everything a run does is
+also added to the write ledger of the operation it runs in (write_ledger), which is how an
+operation's ended audit entry gets exact counts whatever stopped it.
+
 The size of a batch is the real size of its multipart body, counted part by part as it is built:
 each operation's request line carries its URL-encoded keys (a 512-character CJK key is 4.6 KB
 there), so no fixed allowance per operation can be right for every key.
@@ -23,9 +29,12 @@ is written as its JSON escape (tablebackup.core.wirejson), as the service itself
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -59,6 +68,7 @@ _STATUS_RE = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
 # Answers to a whole $batch that a retry may get past; any of them may follow an applied batch.
 _RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 MAX_ERRORS = 20
+_WAIT_SLICE_SECONDS = 0.25
 
 
 @dataclass
@@ -70,6 +80,9 @@ class WriteOutcome:
     existing: int = 0  # inserts refused because the entity was there, not written by this run
     gone: int = 0  # deletes of entities already gone, not by this run
     failed: int = 0  # operations the service refused (with isolate_refusals)
+    # Operations whose outcome is unknown: in a batch that failed after an attempt whose answer was
+    # lost, or still in flight when a second interruption stopped the wait. 0 in every other case.
+    uncertain: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -82,12 +95,54 @@ class WriteOutcome:
         self.existing += other.existing
         self.gone += other.gone
         self.failed += other.failed
+        self.uncertain += other.uncertain
         self.errors += other.errors[: max(0, MAX_ERRORS - len(self.errors))]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "written": self.written,
+            "deleted": self.deleted,
+            "existing": self.existing,
+            "gone": self.gone,
+            "failed": self.failed,
+            "uncertain": self.uncertain,
+        }
 
     def applied(self, batch: list[tuple[str, dict, bytes]]) -> None:
         deletes = sum(1 for action, _, _ in batch if action == "delete")
         self.deleted += deletes
         self.written += len(batch) - deletes
+
+
+# Each batch in flight -> its operation count and its own outcome, which its worker fills in.
+_InFlight = dict[Future, tuple[int, "WriteOutcome"]]
+# The ledger of the operation running in this context (see write_ledger), or None.
+_ledger: ContextVar[WriteOutcome | None] = ContextVar("table_write_ledger", default=None)
+# Writes run on several threads (contextvars.copy_context().run) share their operation's ledger.
+_ledger_lock = threading.Lock()
+
+
+def _add_to(ledger: WriteOutcome | None, outcome: WriteOutcome) -> None:
+    if ledger is not None:
+        with _ledger_lock:
+            ledger.add(outcome)
+
+
+@contextmanager
+def write_ledger() -> Iterator[WriteOutcome]:
+    """A WriteOutcome to which every submit_operations run in this context adds what it did, when
+    it returns or raises: exactly what landed. A ledger opened inside another adds to it as well.
+    Writes on other threads count when run in a copy of this context (contextvars.copy_context())."""
+    ledger = WriteOutcome()
+    outer = _ledger.get()
+    token = _ledger.set(ledger)
+    try:
+        yield ledger
+    finally:
+        # ValueError: closed from another context (a generator collected elsewhere), gone already.
+        with suppress(ValueError):
+            _ledger.reset(token)
+        _add_to(outer, ledger)
 
 
 def upsert_operations(entities: Iterable[dict], action: str = "replace") -> Iterator[Operation]:
@@ -223,13 +278,17 @@ def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: Retr
             response = client._client.send_request(request, stream=True, retry_total=0)
             content = response.read()
         except ClientAuthenticationError as error:
-            raise StorageUnavailable(
-                f"writing to table {client.table_name!r} failed: {str(error).splitlines()[0]}"
+            raise _unsettled(
+                StorageUnavailable(f"writing to table {client.table_name!r} failed: {str(error).splitlines()[0]}"),
+                batch,
+                ambiguous,
             ) from error
         except AzureError as error:
             if attempt == retry.retries:
-                raise StorageUnavailable(
-                    f"writing to table {client.table_name!r} failed: {str(error).splitlines()[0]}"
+                raise _unsettled(
+                    StorageUnavailable(f"writing to table {client.table_name!r} failed: {str(error).splitlines()[0]}"),
+                    batch,
+                    True,  # this attempt too may have been applied
                 ) from error
             ambiguous = True  # dropped, timed out or cut: the service may have applied it
             reason = failure_reason(error)
@@ -238,10 +297,20 @@ def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: Retr
             return content, ambiguous
         text = content[:200].decode(errors="replace").strip()
         if response.status_code not in _RETRY_STATUSES or attempt == retry.retries:
-            raise BackupError(f"writing to table {client.table_name!r} failed with HTTP {response.status_code}: {text}")
+            status = response.status_code
+            failure = BackupError(f"writing to table {client.table_name!r} failed with HTTP {status}: {text}")
+            # A 5xx may follow an applied batch as well.
+            raise _unsettled(failure, batch, ambiguous or response.status_code in _RETRY_STATUSES)
         ambiguous = True
         reason = f"HTTP {response.status_code}"
     raise AssertionError("unreachable")
+
+
+def _unsettled(error: BackupError, batch: list, ambiguous: bool) -> BackupError:
+    """The error of a batch that gave up; after an attempt that may have been applied, it carries
+    the batch's size as operations whose outcome is unknown (a batch lands whole or not at all)."""
+    error.uncertain_operations = len(batch) if ambiguous else 0
+    return error
 
 
 def _refusal(client: TableClient, entity: dict, status: int, message: str) -> str:
@@ -252,13 +321,18 @@ def _refusal(client: TableClient, entity: dict, status: int, message: str) -> st
 
 
 def _send(
-    client: TableClient, batch: list[tuple[str, dict, bytes]], retry: RetrySettings, isolate_refusals: bool = False
+    client: TableClient,
+    batch: list[tuple[str, dict, bytes]],
+    retry: RetrySettings,
+    isolate_refusals: bool = False,
+    outcome: WriteOutcome | None = None,
 ) -> WriteOutcome:
-    """Submit one batch and find out what it did. An insert of an entity that is there and a
-    delete of one that is gone are dropped (after asking whether a lost attempt of this batch put
-    them so) and the rest resubmitted; with isolate_refusals any other refused operation is counted
-    as failed and the rest still written, else it fails the whole write."""
-    outcome = WriteOutcome()
+    """Submit one batch and find out what it did, into outcome (which keeps what was done even
+    when a later step fails). An insert of an entity that is there and a delete of one that is
+    gone are dropped (after asking whether a lost attempt of this batch put them so) and the rest
+    resubmitted; with isolate_refusals any other refused operation is counted as failed and the
+    rest still written, else it fails the whole write."""
+    outcome = WriteOutcome() if outcome is None else outcome
     while batch:
         content, ambiguous = _post(client, batch, retry)
         failure = _failure(content)
@@ -282,7 +356,7 @@ def _send(
         elif isolate_refusals and 400 <= status < 500:
             if not known and len(batch) > 1:
                 for one in batch:  # the service did not say which: find out one at a time
-                    outcome.add(_send(client, [one], retry, isolate_refusals))
+                    _send(client, [one], retry, isolate_refusals, outcome)
                 return outcome
             outcome.failed += 1
             if len(outcome.errors) < MAX_ERRORS:
@@ -303,28 +377,74 @@ def submit_operations(
 ) -> WriteOutcome:
     """Submit operations (entities in backup-line form) in batches, `workers` batches in flight,
     and return what they did. Feed them in key order so partitions batch well. With
-    isolate_refusals an operation the service refuses costs only itself (counted in `failed`)."""
+    isolate_refusals an operation the service refuses costs only itself (counted in `failed`).
+
+    On an exception (a failed batch, Ctrl-C, on_progress raising) no further batch is sent and the
+    ones in flight are waited for and counted before it is raised again, so the write ledger holds
+    exactly what landed. A second Ctrl-C during that wait stops it at once: the batches still in
+    flight are then counted as `uncertain` and left to finish on their own (each is one request,
+    bounded by its timeouts), as an operator pressing Ctrl-C twice wants control back now."""
     outcome = WriteOutcome()
     retry = RetrySettings.of(client)
-    pending: set[Future] = set()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="table-batch") as pool:
-        try:
-            for batch in _batches(operations, _base(client), client.table_name):
-                if len(pending) >= workers * 2:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    _collect(finished, on_progress, outcome)
-                pending.add(pool.submit(_send, client, batch, retry, isolate_refusals))
-            finished, pending = wait(pending)
-            _collect(finished, on_progress, outcome)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    pending: _InFlight = {}
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="table-batch")
+    abandoned = False
+    try:
+        for batch in _batches(operations, _base(client), client.table_name):
+            if len(pending) >= workers * 2:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                _collect(finished, pending, on_progress, outcome)
+            done = WriteOutcome()
+            pending[pool.submit(_send, client, batch, retry, isolate_refusals, done)] = (len(batch), done)
+        _collect(wait(pending).done, pending, on_progress, outcome)
+    except BaseException:
+        abandoned = _settle(pending, outcome)
+        raise
+    finally:
+        pool.shutdown(wait=not abandoned, cancel_futures=True)
+        _add_to(_ledger.get(), outcome)
     return outcome
 
 
-def _collect(finished: set[Future], on_progress, outcome: WriteOutcome) -> None:
-    for future in finished:
-        outcome.add(future.result())
-        if on_progress:
-            on_progress(outcome.handled)
+def _take(future: Future, pending: _InFlight, outcome: WriteOutcome) -> BaseException | None:
+    """Add what a finished batch did, and return its error if it failed. A failed $batch wrote
+    nothing (a changeset lands whole or not at all) unless an attempt whose answer was lost was
+    applied: its operations are then uncertain, as are those of a batch that failed unexpectedly."""
+    size, done = pending.pop(future)
+    if future.cancelled():
+        return None  # never started: wrote nothing
+    outcome.add(done)
+    error = future.exception()
+    if error is not None:
+        outcome.uncertain += getattr(error, "uncertain_operations", 0 if isinstance(error, BackupError) else size)
+    return error
+
+
+def _collect(finished, pending: _InFlight, on_progress, outcome: WriteOutcome) -> None:
+    """Count every finished batch first, then raise the first failure or report progress: a
+    progress callback that raises (Ctrl-C) must not lose a finished batch's count."""
+    errors = [error for future in finished if (error := _take(future, pending, outcome)) is not None]
+    if errors:
+        raise errors[0]
+    if on_progress:
+        on_progress(outcome.handled)
+
+
+def _settle(pending: _InFlight, outcome: WriteOutcome) -> bool:
+    """Stop: cancel the batches not started, wait for the ones in flight and count them. Returns
+    True if a second interruption cut the wait short (what was still in flight is then uncertain)."""
+    for future in pending:
+        future.cancel()
+    try:
+        # In slices: a Ctrl-C the kernel hands to a worker thread is seen here within one.
+        while wait(pending, timeout=_WAIT_SLICE_SECONDS).not_done:
+            pass
+    except BaseException:
+        for future in [f for f in pending if f.done()]:
+            _take(future, pending, outcome)
+        outcome.uncertain += sum(size for size, _ in pending.values())
+        pending.clear()
+        return True
+    for future in list(pending):
+        _take(future, pending, outcome)
+    return False

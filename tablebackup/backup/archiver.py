@@ -308,7 +308,8 @@ def backup_tables(
 
 
 def incremental_today(storage: Storage, now: datetime | None = None) -> bool:
-    """With BACKUP_MODE=incremental: a full backup on FULL_BACKUP_DAY, incrementals the other days."""
-    now = now or datetime.now(UTC)
-    settings = storage.settings
-    return settings.backup_mode == "incremental" and now.strftime("%A").lower() != settings.full_backup_day
+    """Whether the scheduled run may take incrementals (BACKUP_MODE=incremental). Which tables
+    still take a full backup (none yet, FULL_BACKUP_DAY, a week old) is decided per table when the
+    run is planned (tablebackup.backup.fanout.full_backup_due): a weekday decided once per run
+    made every run of an hourly schedule on FULL_BACKUP_DAY a full one. `now` is kept for callers."""
+    return storage.settings.backup_mode == "incremental"

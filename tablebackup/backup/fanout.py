@@ -2,7 +2,9 @@
 parallel, one per table, or one per PartitionKey range for a large table.
 
 Ranges come from the key samples the table's previous full backup recorded (PartitionKeys at even
-intervals of its data), the way AzCopy 7.3's /PKRS split exports, but without guessing. A part is
+intervals of its data), the way AzCopy 7.3's /PKRS split exports, but without guessing. A table
+without samples (its first backup) is cut where probing its key space finds keys
+(tablebackup.storage.keyspace): spread across the keys, not the data, for that one backup. A part is
 written to a blob of its own, named by attempt so a retry never overwrites anything; the manifest,
 written last by whoever finishes the last part, lists every part. Until then nothing is listed.
 """
@@ -10,11 +12,12 @@ written last by whoever finishes the last part, lists every part. Until then not
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from azure.core.exceptions import AzureError
@@ -22,7 +25,9 @@ from azure.core.exceptions import AzureError
 from tablebackup.core.clients import Storage
 from tablebackup.core.entities import encode_line
 from tablebackup.core.errors import BackupError, DamagedBackup, NotFound, StorageUnavailable
+from tablebackup.core.settings import Settings
 from tablebackup.repository import catalog
+from tablebackup.repository.attempts import full_planned, record_full_planned
 from tablebackup.repository.backupformat import (
     BackupReason,
     BlobInfo,
@@ -34,7 +39,10 @@ from tablebackup.repository.backupformat import (
     parts_digest,
     write_manifest,
 )
-from tablebackup.storage.tablequery import iter_pages, odata_string
+from tablebackup.storage.keyspace import probe_cuts
+from tablebackup.storage.tablequery import iter_pages, partition_range
+
+log = logging.getLogger(__name__)
 
 # A read stream only pays off with a page (1,000 entities) or more to read.
 STREAMS_MIN_ENTITIES = 2_000
@@ -88,15 +96,89 @@ def split_points(samples: list[str], parts: int) -> list[str]:
     return points
 
 
-def _previous_full(storage: Storage, table: str) -> Manifest | None:
-    for backup_id in catalog.backup_ids(storage.backups, table):
-        try:
-            manifest = catalog.read_manifest(storage.backups, backup_id)
-        except DamagedBackup:
-            continue  # a refused manifest's key samples are not to be trusted; an older one will do
-        if manifest.kind == "full":
-            return manifest
-    return None
+@dataclass(frozen=True)
+class FullBackups:
+    """What a table's plan needs from its backups: the newest full one with key samples to cut at
+    (any full backup, a safety backup too), and the newest full one an incremental can build on
+    (never a safety backup: tablebackup.repository.catalog.implicit_candidate)."""
+
+    sampled: Manifest | None = None
+    regular: Manifest | None = None
+
+
+def _full_backups(storage: Storage, table: str) -> FullBackups:
+    sampled = regular = None
+    try:
+        for backup_id in catalog.backup_ids(storage.backups, table):
+            try:
+                manifest = catalog.read_manifest(storage.backups, backup_id)
+            except DamagedBackup as error:
+                # Neither its key samples nor its data are to be trusted: an older one will do, and
+                # an incremental never builds on it (the run takes a full backup instead).
+                log.warning("planning the backup of %s: %s", table, error, extra={"table": table})
+                continue
+            if manifest.kind != "full":
+                continue
+            sampled = sampled or manifest
+            if catalog.implicit_candidate(manifest):
+                regular = manifest
+                break
+    except (NotFound, BackupError):
+        pass
+    return FullBackups(sampled=sampled, regular=regular)
+
+
+# With BACKUP_MODE=incremental, a chain never grows older than this without a new full backup.
+FULL_BACKUP_MAX_AGE = timedelta(days=7)
+
+
+def full_backup_due(
+    settings: Settings, newest_full: Manifest | None, now: datetime, planned_today: bool = False
+) -> bool:
+    """With BACKUP_MODE=incremental, whether this run takes a full backup of a table: when it has
+    none yet, when it is FULL_BACKUP_DAY (UTC) and none of its full backups started that day, nor
+    was planned by an earlier run that day and is still running (planned_today), so an hourly
+    schedule takes one full that day, not 24; or when its newest one is older than a week (the full
+    day's run failed or was missed). Otherwise an incremental."""
+    if newest_full is None:
+        return True
+    if planned_today:
+        return False  # still running, or it failed: tomorrow's runs plan the next one
+    now = now.astimezone(UTC)
+    started = newest_full.started_at
+    started = (started if started.tzinfo else started.replace(tzinfo=UTC)).astimezone(UTC)
+    if now - started > FULL_BACKUP_MAX_AGE:
+        return True
+    return now.strftime("%A").lower() == settings.full_backup_day and started.date() < now.date()
+
+
+# Point queries a first backup may spend finding where to cut a table (tablebackup.storage.keyspace):
+# about a second on Azure, against a backup that would otherwise run past the function timeout.
+PROBE_QUERIES = 64
+
+
+def _probed_bounds(storage: Storage, table: str, wanted: int) -> list[str]:
+    """Cut points for a table without key samples, found by probing its key space: spread across
+    the keys, not the data (no count to go by), so parts are uneven; the backup records samples,
+    and the next full backup is cut evenly."""
+    try:
+        probe = probe_cuts(storage.source_tables.get_table_client(table), wanted, PROBE_QUERIES)
+    except NotFound:
+        return []  # the item itself reports the missing table, as for any other backup
+    except BackupError as error:  # unreachable, or a probe the service refused
+        # Splitting is an optimisation: the table is still backed up, in one item.
+        log.warning("backing %s up in one item: probing its keys failed: %s", table, error, extra={"table": table})
+        return []
+    # A table that fits in one page took one query: not worth a line in the log.
+    log.log(
+        logging.DEBUG if probe.small else logging.INFO,
+        "key space probed for a first split: table=%s queries=%d parts=%d",
+        table,
+        probe.queries,
+        len(probe.cuts) + 1,
+        extra={"table": table, "queries": probe.queries, "parts": len(probe.cuts) + 1},
+    )
+    return probe.cuts
 
 
 def plan_run(
@@ -106,10 +188,14 @@ def plan_run(
     incremental: bool = False,
     now: datetime | None = None,
     reason: BackupReason | None = None,
+    weekly_full: bool = False,
 ) -> list[WorkItem]:
     """The work items of one run: incrementals and small tables are one item; a full backup of a
-    table whose last full backup had FANOUT_THRESHOLD_ENTITIES or more is cut into ranges. `reason`
-    (default: the schedule) goes into every item, and from there into the manifest."""
+    table whose last full backup had FANOUT_THRESHOLD_ENTITIES or more is cut into ranges at its
+    key samples; a table without samples (its first backup) is cut where probing its key space
+    finds keys. `incremental`: incrementals where a table has a full backup to build on; with
+    `weekly_full` (the timer), each table takes a full backup when one is due (full_backup_due).
+    `reason` (default: the schedule) goes into every item, and from there into the manifest."""
     settings = storage.settings
     why = (reason or BackupReason.scheduled()).model_dump(exclude_none=True)
     now = now or datetime.now(UTC)
@@ -118,17 +204,31 @@ def plan_run(
     for table in tables:
         started = now.isoformat()
         backup_id = new_backup_id(table, now)
-        try:
-            previous = None if incremental else _previous_full(storage, table)
-        except (NotFound, BackupError):
-            previous = None
+        fulls = _full_backups(storage, table)
+        chained = incremental and fulls.regular is not None
+        if chained and weekly_full:
+            planned = full_planned(storage.backups, table, now.astimezone(UTC).date())
+            chained = not full_backup_due(settings, fulls.regular, now, planned)
+            if not chained:
+                record_full_planned(storage.backups, table, now.astimezone(UTC).date())
+        previous = None if chained else fulls.sampled
         bounds: list[str] = []
         streams = None
-        if previous and previous.entities >= settings.fanout_threshold_entities and previous.key_samples:
+        if chained:
+            pass  # an incremental reads only what changed: one item
+        elif previous and previous.entities >= settings.fanout_threshold_entities and previous.key_samples:
             wanted = min(settings.max_parts, math.ceil(previous.entities / settings.part_target_entities))
             bounds = split_points(previous.key_samples, wanted)
-        elif previous and previous.entities >= STREAMS_MIN_ENTITIES and settings.read_streams > 1:
-            streams = split_points(previous.key_samples, settings.read_streams) or None
+        elif previous and previous.key_samples:
+            if previous.entities >= STREAMS_MIN_ENTITIES and settings.read_streams > 1:
+                streams = split_points(previous.key_samples, settings.read_streams) or None
+        elif previous is None or previous.entities >= settings.fanout_threshold_entities:
+            # No samples to cut at: a first backup, or one after a manifest written before samples
+            # were recorded. Its size is unknown (or known large): probe.
+            wanted = settings.max_parts
+            if previous is not None:
+                wanted = min(wanted, math.ceil(previous.entities / settings.part_target_entities))
+            bounds = _probed_bounds(storage, table, wanted) if wanted > 1 else []
         edges = [None, *bounds, None]
         for index in range(len(edges) - 1):
             items.append(
@@ -141,7 +241,7 @@ def plan_run(
                     parts=len(edges) - 1,
                     low=edges[index],
                     high=edges[index + 1],
-                    incremental=incremental,
+                    incremental=chained,
                     streams=streams if len(edges) == 2 else None,
                     reason=why,
                 )
@@ -158,15 +258,6 @@ def stream_items(item: WorkItem) -> list[WorkItem]:
         )
         for index, (low, high) in enumerate(itertools.pairwise(edges))
     ]
-
-
-def _range_filter(item: WorkItem) -> str | None:
-    clauses = []
-    if item.low is not None:
-        clauses.append(f"PartitionKey ge {odata_string(item.low)}")
-    if item.high is not None:
-        clauses.append(f"PartitionKey lt {odata_string(item.high)}")
-    return " and ".join(clauses) or None
 
 
 @dataclass(frozen=True)
@@ -211,7 +302,7 @@ def back_up_part(
 ) -> PartResult:
     """Stream one range of the table into a part blob of its own for this attempt."""
     leaf = attempt_leaf(f"part-{item.part:04d}.ndjson.gz", attempt)
-    return stream_to_blob(storage, item.table, item.backup, leaf, _range_filter(item), on_progress)
+    return stream_to_blob(storage, item.table, item.backup, leaf, partition_range(item.low, item.high), on_progress)
 
 
 def merge_samples(parts: list[PartResult]) -> list[str]:

@@ -40,8 +40,12 @@ def _save(storage: Storage, run: str, row: str, **fields) -> None:
 
 
 def start_run(storage: Storage, now: datetime | None = None) -> tuple[str, list[str]]:
-    """Plan the daily run, record it, and return its id and the queue messages, one per item."""
-    items = plan_run(storage, tables_to_back_up(storage), incremental=incremental_today(storage, now), now=now)
+    """Plan the scheduled run, record it, and return its id and the queue messages, one per item.
+    With BACKUP_MODE=incremental each table takes a full backup only when one is due
+    (tablebackup.backup.fanout.full_backup_due), however often the schedule runs."""
+    items = plan_run(
+        storage, tables_to_back_up(storage), incremental=incremental_today(storage, now), now=now, weekly_full=True
+    )
     if not items:
         return "", []
     run = items[0].run

@@ -9,13 +9,17 @@ A restore holds the backup it reads the same way: before its first read it write
 keeps a held backup and its whole chain (re-reading the holds before each deletion). A hold counts
 for HOLD_GRACE from its stamp: a crashed restore cannot hold a backup for ever, and where the
 container's immutability policy forbids the deletion, the hold simply runs out.
+
+A scheduled run that plans a table's full backup on FULL_BACKUP_DAY records
+`_fulls/<table>/<UTC date>` (empty): a later run that day (an hourly schedule) plans an incremental
+even while that full backup, too long for an hour, has not finished yet.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
@@ -46,6 +50,30 @@ def recorded_parents(container: ContainerClient, backup_id: str) -> list[str]:
     except ResourceNotFoundError:
         return []
     return sorted(name for name in names if BACKUP_ID_RE.match(name))
+
+
+_FULLS = "_fulls"
+
+
+def _full_marker(table: str, day: date) -> str:
+    return f"{_FULLS}/{table_key(table)}/{day.isoformat()}"
+
+
+def record_full_planned(container: ContainerClient, table: str, day: date) -> None:
+    """Record that a scheduled run planned the table's full backup on this UTC day. Best effort:
+    without it, a later run that day may plan a second full backup, which costs time, not data."""
+    try:
+        container.upload_blob(_full_marker(table, day), b"", overwrite=True)
+    except AzureError as error:
+        log.warning("the full backup of %s planned today is not recorded: %s", table, str(error).splitlines()[0])
+
+
+def full_planned(container: ContainerClient, table: str, day: date) -> bool:
+    """Whether a scheduled run planned the table's full backup on this UTC day."""
+    try:
+        return container.get_blob_client(_full_marker(table, day)).exists()
+    except AzureError:
+        return False  # unknown: the backups' own dates still decide
 
 
 def _holds_prefix(table: str) -> str:

@@ -15,7 +15,7 @@ from itertools import islice
 from tablebackup.core.entities import decode_line, encode_line, writable
 from tablebackup.storage.odatafilter import ODataFilter
 from tablebackup.storage.reconcile import WINDOW, Tally
-from tablebackup.storage.tablequery import iter_pages, odata_string
+from tablebackup.storage.tablequery import iter_pages, key_window
 
 # The modes whose result is exactly the backup's entities: an entity is the same or it changes.
 DIFF_MODES = ("replace", "mirror")
@@ -36,21 +36,9 @@ def _key(entity: dict) -> tuple[str, str]:
     return entity["PartitionKey"], entity["RowKey"]
 
 
-def _after(entity: dict) -> str:
-    pk, rk = odata_string(entity["PartitionKey"]), odata_string(entity["RowKey"])
-    return f"(PartitionKey gt {pk} or (PartitionKey eq {pk} and RowKey gt {rk}))"
-
-
-def _up_to(entity: dict) -> str:
-    pk, rk = odata_string(entity["PartitionKey"]), odata_string(entity["RowKey"])
-    return f"(PartitionKey lt {pk} or (PartitionKey eq {pk} and RowKey le {rk}))"
-
-
 def _target(client, after: dict | None, upto: dict | None) -> Iterator[dict]:
     """The target's entities with keys in (after, upto], in the service's order."""
-    clauses = [_after(after)] if after is not None else []
-    clauses += [_up_to(upto)] if upto is not None else []
-    for page in iter_pages(client, query_filter=" and ".join(clauses) or None):
+    for page in iter_pages(client, query_filter=key_window(after, upto)):
         yield from page
 
 

@@ -13,27 +13,18 @@ from dataclasses import dataclass
 from itertools import islice
 
 from tablebackup.storage.odatafilter import ODataFilter
-from tablebackup.storage.tablequery import iter_pages, odata_string
+from tablebackup.storage.tablequery import iter_pages, key_window
 
 MODES = ("replace", "merge", "missing", "mirror")
 WINDOW = 1000
 
 
-def _range_filter(after: dict | None, upto: dict | None) -> str | None:
-    """OData for keys in (after, upto], in the service's own key order."""
-    clauses = []
-    if after is not None:
-        pk, rk = odata_string(after["PartitionKey"]), odata_string(after["RowKey"])
-        clauses.append(f"(PartitionKey gt {pk} or (PartitionKey eq {pk} and RowKey gt {rk}))")
-    if upto is not None:
-        pk, rk = odata_string(upto["PartitionKey"]), odata_string(upto["RowKey"])
-        clauses.append(f"(PartitionKey lt {pk} or (PartitionKey eq {pk} and RowKey le {rk}))")
-    return " and ".join(clauses) or None
-
-
-def _target_entities(client, after: dict | None, upto: dict | None, keys_only: bool) -> Iterator[dict]:
+def _target_entities(
+    client, after: dict | None, upto: dict | None, keys_only: bool, bounds: str | None = None
+) -> Iterator[dict]:
     select = ["PartitionKey", "RowKey"] if keys_only else None
-    for page in iter_pages(client, query_filter=_range_filter(after, upto), select=select):
+    query = " and ".join(f"({clause})" for clause in (key_window(after, upto), bounds) if clause) or None
+    for page in iter_pages(client, query_filter=query, select=select):
         yield from page
 
 
@@ -55,8 +46,11 @@ def plan_operations(
     target_exists: bool,
     predicate: ODataFilter | None,
     tally: Tally,
+    bounds: str | None = None,
 ) -> Iterator[tuple[str, dict]]:
-    """The writes and deletes that make the target what the mode asks, counted as they are made."""
+    """The writes and deletes that make the target what the mode asks, counted as they are made.
+    bounds: an OData filter that limits the target's reads to one key range (the stream holds only
+    entities of that range): a mirror then deletes only within it."""
     if mode in ("replace", "merge") or not target_exists:
         action = "merge" if mode == "merge" else ("insert" if mode == "missing" else "replace")
         for entity in entities:
@@ -68,7 +62,7 @@ def plan_operations(
     while window := list(islice(iterator, WINDOW)):
         keys = {_key(entity) for entity in window}
         present = set()
-        for found in _target_entities(target_client, after, window[-1], keys_only=predicate is None):
+        for found in _target_entities(target_client, after, window[-1], predicate is None, bounds):
             key = _key(found)
             if key in keys:
                 present.add(key)
@@ -83,7 +77,7 @@ def plan_operations(
             yield ("insert" if mode == "missing" else "replace"), entity
         after = window[-1]
     if mode == "mirror":
-        for found in _target_entities(target_client, after, None, keys_only=predicate is None):
+        for found in _target_entities(target_client, after, None, predicate is None, bounds):
             if predicate is None or predicate.matches(found):
                 tally.deleted += 1
                 yield "delete", found

@@ -27,12 +27,31 @@ _HEADERS = {
 }
 
 Page = list[dict]
-_Continuation = tuple[str, str | None] | None
+Continuation = tuple[str, str | None] | None
 
 
 def odata_string(value: str) -> str:
     """A string literal for a $filter, quotes doubled as OData requires."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def partition_range(low: str | None, high: str | None) -> str | None:
+    """A $filter for PartitionKeys `low <= key < high` (None: unbounded); None when unbounded both ways."""
+    clauses = [f"PartitionKey ge {odata_string(low)}"] if low is not None else []
+    clauses += [f"PartitionKey lt {odata_string(high)}"] if high is not None else []
+    return " and ".join(clauses) or None
+
+
+def key_window(after: dict | None, upto: dict | None) -> str | None:
+    """A $filter for the keys in (after, upto], in the service's key order (None: unbounded)."""
+    clauses = []
+    if after is not None:
+        pk, rk = odata_string(after["PartitionKey"]), odata_string(after["RowKey"])
+        clauses.append(f"(PartitionKey gt {pk} or (PartitionKey eq {pk} and RowKey gt {rk}))")
+    if upto is not None:
+        pk, rk = odata_string(upto["PartitionKey"]), odata_string(upto["RowKey"])
+        clauses.append(f"(PartitionKey lt {pk} or (PartitionKey eq {pk} and RowKey le {rk}))")
+    return " and ".join(clauses) or None
 
 
 def _query_string(params: dict) -> str:
@@ -55,7 +74,9 @@ def _unreachable(client: TableClient, error: AzureError) -> StorageUnavailable:
     )
 
 
-def _fetch(client: TableClient, params: dict, continuation: _Continuation) -> tuple[Page, _Continuation]:
+def fetch_page(client: TableClient, params: dict, continuation: Continuation) -> tuple[Page, Continuation]:
+    """One page of a query (params: $filter, $select, $top) from a continuation, and the next
+    page's continuation (None: the last page). iter_pages reads a whole query ahead of use."""
     query = dict(params)
     if continuation:
         query["NextPartitionKey"] = continuation[0]
@@ -112,9 +133,9 @@ def iter_pages(
     if select:
         params["$select"] = ",".join(select)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-page") as pool:
-        pending = pool.submit(_fetch, client, params, None)
+        pending = pool.submit(fetch_page, client, params, None)
         while pending is not None:
             page, continuation = pending.result()
-            pending = pool.submit(_fetch, client, params, continuation) if continuation else None
+            pending = pool.submit(fetch_page, client, params, continuation) if continuation else None
             yield page
             del page  # let the caller's page go before the next one arrives: two pages at most

@@ -183,6 +183,9 @@ param restoreHttpMaxEntities string = '50000'
 @description('Batches written in parallel while restoring (RESTORE_WORKERS).')
 param restoreWorkers string = '4'
 
+@description('A queued restore is cut into PartitionKey ranges of about this many entities, one queue message each (RESTORE_PART_ENTITIES).')
+param restorePartEntities string = '1000000'
+
 // --- Monitoring and alerts ---
 
 @description('Log Analytics retention (days).')
@@ -830,6 +833,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'RESTORE_WORKERS'
           value: restoreWorkers
+        }
+        {
+          name: 'RESTORE_PART_ENTITIES'
+          value: restorePartEntities
         }
         // The audit trail: messages on the host account's queue, entries in the data account.
         {

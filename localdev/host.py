@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import inspect
 import threading
 import uuid
 from dataclasses import dataclass
@@ -38,20 +39,32 @@ class QueueOutput(func.Out):
         return list(self.value) if isinstance(self.value, list) else [self.value]
 
 
+def invoke(function, message: QueueMessage) -> list[str]:
+    """Call a queue-triggered function as the host does: with a queue output binding's `Out` for
+    each parameter after the message (the worker binds them by name), returning what the function
+    set on them; the host sends those only when the function succeeds."""
+    outputs = [QueueOutput() for _ in list(inspect.signature(function).parameters)[1:]]
+    function(message, *outputs)
+    return [body for output in outputs for body in output.messages]
+
+
 def deliver(
     function, messages: list[str], max_deliveries: int = MAX_DEQUEUE_COUNT, lost_acks: int = 0
 ) -> dict[str, Exception]:
     """Call the queue-triggered function with each message, delivering a failing message again
     until it succeeds or reaches max_deliveries; returns the last error of each message that
     would go to the poison queue. With lost_acks, the host fails to delete a message after its
-    first `lost_acks` successes (a lost ack), so it delivers it again, as the real host does."""
+    first `lost_acks` successes (a lost ack), so it delivers it again, as the real host does.
+    What the function sends on its queue output (to its own queue) is delivered the same way."""
     poisoned = {}
-    for body in messages:
+    pending = list(messages)
+    while pending:
+        body = pending.pop(0)
         message_id = str(uuid.uuid4())
         acks_to_lose = lost_acks
         for delivery in range(1, max_deliveries + 1):
             try:
-                function(QueueMessage(id=message_id, body=body.encode(), dequeue_count=delivery))
+                pending += invoke(function, QueueMessage(id=message_id, body=body.encode(), dequeue_count=delivery))
             except Exception as error:  # the host logs it and delivers the message again
                 if delivery == max_deliveries:
                     poisoned[body] = error
@@ -89,7 +102,8 @@ def drain_queue(function, connection_string: str, queue_name: str, max_deliverie
         for message in batch:
             try:
                 body = base64.b64decode(message.content, validate=True)
-                function(
+                sent = invoke(
+                    function,
                     QueueMessage(
                         id=message.id,
                         body=body,
@@ -97,8 +111,10 @@ def drain_queue(function, connection_string: str, queue_name: str, max_deliverie
                         insertion_time=message.inserted_on,
                         expiration_time=message.expires_on,
                         pop_receipt=message.pop_receipt,
-                    )
+                    ),
                 )
+                for content in sent:  # a queue output onto this very queue, as messageEncoding base64
+                    _send(queue, base64.b64encode(content.encode()).decode())
             except Exception:  # the host logs it and delivers the message again
                 if message.dequeue_count >= max_deliveries:
                     _send(

@@ -1,17 +1,21 @@
 """Restore triggers: POST /api/restore, GET /api/restore/{operation}, and the queue worker that
 runs restores too large for one HTTP answer."""
 
+import typing
 from datetime import UTC, datetime
 from typing import Literal
 
 import azure.functions as func
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tablebackup.core.accounts import parse_target_account
 from tablebackup.core.clients import Storage
+from tablebackup.core.errors import InvalidInput
 from tablebackup.core.instants import parse_instant
 from tablebackup.http import Given, caller, error_response, json_response, parse_body
 from tablebackup.restore import operations
 from tablebackup.restore.restorer import RestoreRequest
+from tablebackup.storage.targets import REPLAY_INTO_ANOTHER_ACCOUNT
 
 bp = func.Blueprint()
 
@@ -31,6 +35,24 @@ class RestoreBody(BaseModel):
     replay_audit: bool = Field(False, alias="replayAudit")
     # The target may be one of the app's own tables, in a mode that deletes nothing.
     allow_app_table: bool = Field(False, alias="allowAppTable")
+    # Another storage account (tablebackup.core.accounts), by the HTTP rules: a setting named *_CONNECTION_STRING.
+    target_account: str | None = Field(None, alias="targetAccount", max_length=1024)
+
+    @field_validator("target_account")
+    @classmethod
+    def _target_account(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_target_account(value, over_http=True)
+            except InvalidInput as error:
+                raise ValueError(str(error)) from None  # pydantic's field error: HTTP 400 naming the field
+        return value
+
+    @model_validator(mode="after")
+    def _no_replay_elsewhere(self):
+        if self.replay_audit and self.target_account is not None:
+            raise ValueError(REPLAY_INTO_ANOTHER_ACCOUNT)
+        return self
 
     @field_validator("as_of", mode="before")
     @classmethod
@@ -62,6 +84,7 @@ def restore_table(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpRespon
             force=body.force,
             actor=caller(req),
             allow_app_table=body.allow_app_table,
+            target_account=body.target_account,
         )
         answer, message = operations.start(Storage.from_settings(), request, replay_audit=body.replay_audit)
     except Exception as error:
@@ -83,5 +106,10 @@ def restore_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("restore_worker")
 @bp.queue_trigger(arg_name="msg", queue_name=operations.QUEUE, connection="AzureWebJobsStorage")
-def restore_worker(msg: func.QueueMessage) -> None:
-    operations.run_queued(Storage.from_settings(), msg.get_body(), delivery=msg.dequeue_count or 1)
+@bp.queue_output(arg_name="jobs", queue_name=operations.QUEUE, connection="AzureWebJobsStorage")
+def restore_worker(msg: func.QueueMessage, jobs: func.Out[typing.List[str]]) -> None:  # noqa: UP006 (see function_app)
+    """An operation's first message, or one of its key ranges; the first sends the ranges back onto
+    the queue, for every instance to take."""
+    ranges = operations.run_queued(Storage.from_settings(), msg.get_body(), delivery=msg.dequeue_count or 1)
+    if ranges:
+        jobs.set(ranges)

@@ -8,7 +8,8 @@ processes against Azurite, on a seeded table of their own; in each line
 - `candidates` (and names built on it: `candidatesrestored`, `candidates.ndjson`) becomes that
   table's unique name, and `auditlogs` the test's own audit table;
 - `<backup-id>` becomes the id of a backup taken before the page runs, and `./<backup-id>` is that
-  backup downloaded as the Azure CLI leaves it; the connection string placeholder is Azurite's;
+  backup downloaded as the Azure CLI leaves it; the placeholders for the connection string of another
+  account are a second Azurite's;
 - instants of November 2026 (the examples' "recent past") become real ones: now, or a day ago after
   `--since`. Other instants (an old export's date, a future `--now`) are kept.
 """
@@ -41,6 +42,7 @@ EXIT_MARK = re.compile(r"#\s*exit\s+(\d+)\s*$")
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 RECENT_INSTANT = re.compile(r"2026-11-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,7})?Z")
 HEALTHY_ACCOUNT = "<connection string of an account in a healthy region>"
+CLEAN_ACCOUNT = "<connection string of a new, clean account>"
 SEEDED_ENTITIES = 300
 
 
@@ -186,6 +188,7 @@ class Workspace:
     folder: Path
     storage: Storage
     backup_id: str = ""
+    other_account: str = ""  # the connection string of a second Azurite: "an account in a healthy region"
 
 
 def _seeded(ws: Workspace) -> None:
@@ -243,7 +246,7 @@ def _substituted(ws: Workspace, command: str) -> str:
     command = re.sub(r"(?<![A-Za-z0-9])candidates", ws.table, command)
     command = re.sub(r"(?<![A-Za-z0-9])auditlogs(?![A-Za-z0-9])", os.environ["AUDIT_TABLE"], command)
     command = command.replace("<backup-id>", ws.backup_id)
-    command = command.replace(HEALTHY_ACCOUNT, os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+    command = command.replace(HEALTHY_ACCOUNT, ws.other_account).replace(CLEAN_ACCOUNT, ws.other_account)
     leftover = re.search(r"<[^<>]+>", command)
     assert not leftover, f"no value for the placeholder {leftover.group(0)} in: {command}"
     return command
@@ -279,9 +282,23 @@ def _run(ws: Workspace, example: Example, capsys, monkeypatch) -> None:
     )
 
 
+@pytest.fixture(scope="module")
+def other_account():
+    """A second Azurite, for the examples that restore or import into another account."""
+    from localdev import azurite as azurite_process
+
+    server = azurite_process.start(in_memory=True)
+    try:
+        yield server.connection_string
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("page", PAGES_WITH_EXAMPLES, ids=_rel)
-def test_every_example_runs(page, audit_storage, unique_name, tmp_path, monkeypatch, capsys):
+def test_every_example_runs(page, audit_storage, unique_name, tmp_path, monkeypatch, capsys, request):
     ws = Workspace(table=unique_name("candidates"), folder=tmp_path, storage=audit_storage)
+    if HEALTHY_ACCOUNT in page.read_text() or CLEAN_ACCOUNT in page.read_text():
+        ws.other_account = request.getfixturevalue("other_account")
     SETUP.get(_rel(page), _seeded)(ws)
     monkeypatch.setenv("TABLE_NAME", ws.table)
     for example in _examples(page):

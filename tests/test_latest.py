@@ -16,7 +16,7 @@ from azure.data.tables import UpdateMode
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from localdev.host import InvocationContext, QueueOutput
+from localdev.host import InvocationContext, QueueOutput, invoke
 from localdev.sample import seed_table
 from tablebackup.audit.entries import write_event
 from tablebackup.audit.messages import AuditEvent, instant_text
@@ -199,7 +199,7 @@ def test_a_queued_mirror_restore_whose_first_delivery_fails_restores_what_it_nam
         # After the safety backup, the first batch lands and its answer is lost: a transient fault.
         proxy.after("drop", method="POST", path="$batch")
         with pytest.raises(StorageUnavailable):
-            worker(QueueMessage(id="m1", body=jobs.value.encode(), dequeue_count=1))
+            invoke(worker, QueueMessage(id="m1", body=jobs.value.encode(), dequeue_count=1))
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string)
     get_settings.cache_clear()
 
@@ -213,7 +213,7 @@ def test_a_queued_mirror_restore_whose_first_delivery_fails_restores_what_it_nam
     first = status()
     assert first["status"] == "retrying" and first["backup"] == backup and first["safety_backup"]
 
-    worker(QueueMessage(id="m1", body=jobs.value.encode(), dequeue_count=2))
+    invoke(worker, QueueMessage(id="m1", body=jobs.value.encode(), dequeue_count=2))
 
     done = status()
     assert done["status"] == "succeeded", done

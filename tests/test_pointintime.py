@@ -15,7 +15,7 @@ import orjson
 import pytest
 from azure.functions.queue import QueueMessage
 
-from localdev.host import QueueOutput
+from localdev.host import QueueOutput, invoke
 from localdev.sample import seed_table
 from tablebackup.audit.client import AuditClient
 from tablebackup.audit.entries import entry_id, record_operation
@@ -619,7 +619,7 @@ def test_a_large_point_in_time_restore_is_queued_with_its_replay(
     assert response.status_code == 202
     operation = orjson.loads(response.get_body())["operation"]
     assert orjson.loads(_status(functions, operation).get_body())["request"]["replay_audit"] is True
-    functions["restore_worker"].get_user_function()(func.QueueMessage(id="pit", body=jobs.value.encode()))
+    invoke(functions["restore_worker"].get_user_function(), func.QueueMessage(id="pit", body=jobs.value.encode()))
     status = orjson.loads(_status(functions, operation).get_body())
     assert status["status"] == "succeeded", status
     assert (status["result"]["replayed"], status["result"]["faithful_until"]) == (2, instant_text(times[1]))

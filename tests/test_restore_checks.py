@@ -16,7 +16,7 @@ import orjson
 import pytest
 from azure.data.tables import UpdateMode
 
-from localdev.host import QueueOutput
+from localdev.host import QueueOutput, invoke
 from localdev.sample import seed_table
 from tablebackup.backup.archiver import backup_table, backup_tables
 from tablebackup.core.errors import DamagedBackup
@@ -244,7 +244,7 @@ def test_a_queued_restore_of_a_damaged_backup_fails_in_the_worker_before_writing
     _edit_manifest(storage, manifest.backup, entities=301)  # damaged after it was queued
     before = table_state(client)
 
-    functions["restore_worker"].get_user_function()(func.QueueMessage(id="m1", body=jobs.value.encode()))
+    invoke(functions["restore_worker"].get_user_function(), func.QueueMessage(id="m1", body=jobs.value.encode()))
 
     operation = orjson.loads(jobs.value)["operation"]
     status = functions["restore_status"].get_user_function()(

@@ -9,7 +9,7 @@ import azure.functions as func
 import orjson
 import pytest
 
-from localdev.host import QueueOutput
+from localdev.host import QueueOutput, invoke
 from localdev.sample import seed_table
 from tablebackup.backup.archiver import backup_table
 from tablebackup.core.clients import Storage
@@ -53,6 +53,11 @@ def test_restore_functions_are_registered_with_their_bindings(functions):
         "restore-jobs",
         "AzureWebJobsStorage",
     )
+    # The worker sends the key ranges of a large restore back onto its own queue.
+    [ranges_out] = [
+        b.get_dict_repr() for b in functions["restore_worker"].get_bindings() if b.get_dict_repr()["type"] == "queue"
+    ]
+    assert (ranges_out["type"], ranges_out["name"], ranges_out["queueName"]) == ("queue", "jobs", "restore-jobs")
 
 
 def test_a_small_restore_answers_200_with_the_cli_json(functions, storage, backed_up):
@@ -103,7 +108,7 @@ def test_a_large_restore_is_queued_and_the_worker_runs_it(functions, storage, en
     assert target not in [t.name for t in storage.tables.list_tables()]  # nothing ran yet
 
     message = func.QueueMessage(id="m1", body=jobs.value.encode())
-    functions["restore_worker"].get_user_function()(message)
+    invoke(functions["restore_worker"].get_user_function(), message)
 
     status = orjson.loads(_status(functions, operation).get_body())
     assert status["status"] == "succeeded"
@@ -146,7 +151,7 @@ def test_a_queued_restore_that_fails_is_recorded_as_failed(functions, storage, e
     operation = orjson.loads(jobs.value)["operation"]
     storage.backups.delete_blob(manifest.data_blob)  # the backup is damaged after it was queued
 
-    functions["restore_worker"].get_user_function()(func.QueueMessage(id="m2", body=jobs.value.encode()))
+    invoke(functions["restore_worker"].get_user_function(), func.QueueMessage(id="m2", body=jobs.value.encode()))
 
     status = orjson.loads(_status(functions, operation).get_body())
     assert status["status"] == "failed" and "is missing" in status["error"]

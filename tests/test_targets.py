@@ -11,7 +11,7 @@ import orjson
 import pytest
 from azure.functions.queue import QueueMessage
 
-from localdev.host import QueueOutput
+from localdev.host import QueueOutput, invoke
 from localdev.sample import seed_table
 from tablebackup.backup.archiver import backup_table
 from tablebackup.core.clients import Storage
@@ -152,7 +152,7 @@ def test_a_queued_restore_with_an_empty_target_fails_without_writing(
     request = {"table": client.table_name, "backup": "latest", "target": "", "mode": "mirror"}
     message = orjson.dumps({"operation": operation, "request": request})
 
-    functions["restore_worker"].get_user_function()(QueueMessage(id="m1", body=message, dequeue_count=1))
+    invoke(functions["restore_worker"].get_user_function(), QueueMessage(id="m1", body=message, dequeue_count=1))
 
     status = functions["restore_status"].get_user_function()(
         func.HttpRequest("GET", "http://x/api/restore/op", body=b"", route_params={"operation": operation})

@@ -278,17 +278,20 @@ def test_a_dry_run_into_a_missing_table_does_not_create_it(storage, modes, uniqu
     assert target not in _tables(storage)
 
 
-def test_missing_mode_refuses_a_file_out_of_key_order_and_writes_nothing(storage, modes, tmp_path):
+def test_missing_mode_imports_a_file_out_of_key_order_as_it_would_the_sorted_file(storage, modes, tmp_path):
     _, target, path = modes
     lines = path.read_bytes().splitlines(keepends=True)
     shuffled = tmp_path / "shuffled.ndjson"
     shuffled.write_bytes(lines[2] + lines[0] + lines[1])
     before = table_state(target)
 
-    with pytest.raises(InvalidInput, match=r"mode missing needs .* in key order.* line 2 "):
-        _import(storage, target.table_name, shuffled, mode="missing")
-    assert table_state(target) == before
-    assert _import(storage, target.table_name, shuffled, mode="replace").imported == 3
+    planned = _import(storage, target.table_name, shuffled, mode="missing", dry_run=True)
+    assert (planned.imported, planned.skipped) == (2, 1) and table_state(target) == before
+    result = _import(storage, target.table_name, shuffled, mode="missing")
+
+    assert (result.imported, result.skipped, result.failed) == (2, 1, 0)
+    assert any("not in key order" in warning for warning in result.warnings)
+    assert table_state(target)[("p", "1")] == before[("p", "1")]  # missing overwrites nothing
 
 
 _GOOD = '{"PartitionKey":"p","RowKey":"%d","n":1}'

@@ -3,8 +3,9 @@
 from typing import Literal
 
 import azure.functions as func
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tablebackup.core.accounts import parse_target_account
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import InvalidInput
 from tablebackup.http import Given, QueryFlag, caller, error_response, json_response, parse_fields, query_fields
@@ -56,6 +57,14 @@ def export_table(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
+def _as_value_error(check) -> None:
+    # pydantic reports only a ValueError as the field's error (HTTP 400 naming the field).
+    try:
+        check()
+    except InvalidInput as error:
+        raise ValueError(str(error)) from None
+
+
 class ImportQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -68,6 +77,15 @@ class ImportQuery(BaseModel):
     infer_types: bool = Field(False, alias="inferTypes")
     # The table may be one of the app's own tables; import never deletes.
     allow_app_table: QueryFlag = Field(False, alias="allowAppTable")
+    # Another storage account (tablebackup.core.accounts), by the HTTP rules: a setting named *_CONNECTION_STRING.
+    target_account: Given | None = Field(None, alias="targetAccount", max_length=1024)
+
+    @field_validator("target_account")
+    @classmethod
+    def _target_account(cls, value: str | None) -> str | None:
+        if value is not None:
+            _as_value_error(lambda: parse_target_account(value, over_http=True))
+        return value
 
 
 @bp.function_name("import_table")
@@ -91,6 +109,7 @@ def import_table(req: func.HttpRequest) -> func.HttpResponse:
             allow_app_table=query.allow_app_table,
             types=parse_types(query.types),
             infer_types=query.infer_types,
+            target_account=query.target_account,
         )
         result = import_entities(storage, request, source)
     except PayloadTooLarge as error:

@@ -20,6 +20,30 @@ from tablebackup.cli.common import (
 from tablebackup.cli.output import emit, progress
 
 
+def _check_target_account(ctx, param, value):
+    # Refused as bad usage before anything is opened: an unset or blank setting, a malformed endpoint.
+    from tablebackup.core.accounts import parse_target_account
+    from tablebackup.core.errors import InvalidInput
+
+    if value is not None:
+        try:
+            parse_target_account(value)
+        except InvalidInput as error:
+            raise click.BadParameter(str(error), ctx, param) from None
+    return value
+
+
+def target_account_option(what: str):
+    return click.option(
+        "--target-account",
+        callback=_check_target_account,
+        help=f"{what} into another storage account: the name of a setting (environment variable) holding its "
+        "connection string (the value is never printed), or its table endpoint "
+        "https://<account>.table.core.windows.net, reached with DefaultAzureCredential. The audit entries "
+        "and the app's records stay in the data account's.",
+    )
+
+
 def _restore_text(data: dict) -> str:
     changes = data.get("changes")
     if changes is not None:  # a dry run that compared: what would change, not what would be written
@@ -37,6 +61,8 @@ def _restore_text(data: dict) -> str:
         )
     if data.get("chosen"):
         text += f"\nbackup chosen: {data['chosen']}"
+    if data.get("target_account"):
+        text += f"\ninto the target account {data['target_account']}"
     if data["safety_backup"]:
         text += f"\nsafety backup of {data['target']} taken first: {data['safety_backup']}"
     if data.get("undo"):
@@ -73,6 +99,7 @@ def _restore_text(data: dict) -> str:
     help="Use the newest backup taken at or before this instant (daily JSON exports, <table>-<time>.json, included).",
 )
 @target_option("Restore into this table instead (created if missing).")
+@target_account_option("Restore")
 @click.option(
     "--filter",
     "query_filter",
@@ -96,6 +123,14 @@ def _restore_text(data: dict) -> str:
     help="Point in time: restore the newest backup finished by --as-of, then replay the audit trail's "
     "changes from the backup's start up to --as-of (mode replace or mirror).",
 )
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Range streams at once: the backup is cut into PartitionKey ranges (at most RESTORE_PART_ENTITIES "
+    "entities each, at least one per stream) and N of them are written side by side.",
+)
 @allow_app_table_option
 @typing_options
 @json_option
@@ -104,11 +139,13 @@ def restore(
     backup,
     as_of,
     target,
+    target_account,
     query_filter,
     mode,
     dry_run,
     force,
     replay_audit,
+    parallel,
     allow_app_table,
     types_text,
     infer_types,
@@ -125,6 +162,10 @@ def restore(
         raise click.UsageError(f"--replay-audit restores the state at the instant: use --mode {modes}")
     if (backup is None) == (as_of is None):
         raise click.UsageError("give --backup ID, --backup latest, or --as-of ISO-8601")
+    if replay_audit and target_account is not None:
+        from tablebackup.storage.targets import REPLAY_INTO_ANOTHER_ACCOUNT
+
+        raise click.UsageError(f"--replay-audit with --target-account: {REPLAY_INTO_ANOTHER_ACCOUNT}")
     request = RestoreRequest(
         table=table,
         backup=backup,
@@ -139,6 +180,8 @@ def restore(
         include_legacy=not replay_audit,  # replaying needs a backup's exact start: only the app's have one
         types=parse_types_option(types_text),
         infer_types=infer_types,
+        target_account=target_account,
+        parallel=parallel,
     )
     run = restore_to_instant if replay_audit else restore
     with progress() as report:

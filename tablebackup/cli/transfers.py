@@ -24,6 +24,7 @@ from tablebackup.cli.common import (
     typing_options,
 )
 from tablebackup.cli.output import emit, progress
+from tablebackup.cli.restores import target_account_option
 
 FORMATS = ("ndjson", "json", "csv")
 
@@ -95,9 +96,10 @@ def export(table, query_filter, select, fmt, output, as_json) -> None:
 def _import_text(data: dict) -> str:
     verb = "would import" if data["dry_run"] else "imported"
     shape = "" if data.get("shape", "native") == "native" else f", written by {data['shape']}"
+    account = f" of the target account {data['target_account']}" if data.get("target_account") else ""
     lines = [
-        f"{verb} {data['imported']:,} entities into {data['table']} (mode {data['mode']}, {data['format']}{shape}); "
-        f"skipped {data['skipped']:,}, failed {data['failed']:,} in {data['seconds']:.1f} s"
+        f"{verb} {data['imported']:,} entities into {data['table']}{account} (mode {data['mode']}, "
+        f"{data['format']}{shape}); skipped {data['skipped']:,}, failed {data['failed']:,} in {data['seconds']:.1f} s"
     ]
     azcopy = data.get("azcopy")
     if azcopy:
@@ -137,6 +139,7 @@ def _problems_text(data: dict) -> str:
     "(needs the file in key order, as export writes it).",
 )
 @click.option("--dry-run", is_flag=True, help="Validate and count what would be written; write nothing.")
+@target_account_option("Import")
 @allow_app_table_option
 @typing_options
 @click.option(
@@ -147,7 +150,17 @@ def _problems_text(data: dict) -> str:
 )
 @json_option
 def import_(
-    table, input_path, fmt, mode, dry_run, allow_app_table, types_text, infer_types, skip_azcopy_checksums, as_json
+    table,
+    input_path,
+    fmt,
+    mode,
+    dry_run,
+    target_account,
+    allow_app_table,
+    types_text,
+    infer_types,
+    skip_azcopy_checksums,
+    as_json,
 ) -> None:
     """Import an export or a backup data blob into a table. A malformed file writes nothing."""
     from tablebackup.transfer.azcopy import is_azcopy_export, open_export
@@ -165,6 +178,7 @@ def import_(
         allow_app_table=allow_app_table,
         types=parse_types_option(types_text),
         infer_types=infer_types,
+        target_account=target_account,
     )
     storage = open_storage()
     try:

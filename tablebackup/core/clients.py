@@ -11,7 +11,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
-from tablebackup.core.errors import SettingsError
+from tablebackup.core.accounts import TargetAccount
+from tablebackup.core.errors import InvalidInput, SettingsError
 from tablebackup.core.retrysettings import RetryLoggingTransport
 from tablebackup.core.settings import Settings, get_settings
 
@@ -142,6 +143,29 @@ class Storage:
     def account(self) -> str:
         return self.tables.account_name
 
+    def in_account(self, target: TargetAccount) -> Storage:
+        """The clients of a restore or an import into another account: its tables (`tables` and
+        `source_tables`: a safety backup reads the target's own primary) are the target account's;
+        the backups and the settings, and with them the app's own tables, stay these. The data
+        account named again (its endpoint, or a setting holding its connection string) is itself."""
+        options = _table_options(self.settings)
+        if target.setting is not None:
+            try:
+                tables = TableServiceClient.from_connection_string(target.connection_string(), **options)
+            except ValueError:
+                raise InvalidInput(
+                    f"setting {target.setting}: the connection string is malformed or has no Table service endpoint"
+                ) from None
+        else:
+            tables = TableServiceClient(
+                endpoint=target.endpoint, credential=_credential(self.settings.table_client_id), **options
+            )
+        if _same_endpoint(tables.url, self.tables.url):
+            return self
+        # Its manifests must not claim a read from the data account's secondary.
+        settings = self.settings.model_copy(update={"read_from_secondary": False})
+        return Storage(settings=settings, tables=tables, backups=self.backups, source_tables=tables)
+
     def ensure_backup_container(self) -> None:
         """Before any backup is written: the container exists and can be written to."""
         self.refuse_backup_writes("take a backup")
@@ -155,6 +179,10 @@ class Storage:
                 f"cannot {what} while BACKUP_READ_FROM_SECONDARY=true: the backup account's secondary is "
                 "read-only; unset it once the backup account's region is back (or after its failover)"
             )
+
+
+def _same_endpoint(one: str, other: str) -> bool:
+    return one.rstrip("/").lower() == other.rstrip("/").lower()
 
 
 @functools.cache

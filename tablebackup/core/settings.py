@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     restore_operations_table: str = Field("restoreoperations", alias="RESTORE_OPERATIONS_TABLE")
     # Batches (one partition, <= 100 entities) in flight at once while restoring.
     restore_workers: int = Field(4, ge=1, le=32, alias="RESTORE_WORKERS")
+    # A queued restore (or `restore --parallel N`) is cut into PartitionKey ranges of about this many
+    # entities, each one queue message that any instance can run (tablebackup.restore.ranges).
+    restore_part_entities: int = Field(1_000_000, ge=1, alias="RESTORE_PART_ENTITIES")
 
     # Retention: keep the newest backup of each of the last N days, ISO weeks and months with backups.
     retention_daily: int = Field(30, ge=0, le=3660, alias="RETENTION_DAILY")

@@ -78,8 +78,10 @@ def _registered(storage: Storage, table: str) -> set[str]:
 
 
 def _data_account_rows(storage: Storage, table: str) -> list[dict]:
-    """Rows of the register earlier versions kept in the data account's ERASURES_TABLE."""
-    client = storage.tables.get_table_client(storage.settings.erasures_table)
+    """Rows of the register earlier versions kept in the data account's ERASURES_TABLE: read where
+    backups read the data account (its secondary while READ_FROM_SECONDARY is set), so a restore
+    into another account during a regional outage still honours them."""
+    client = storage.source_tables.get_table_client(storage.settings.erasures_table)
     key = table_key(table)
     try:
         return [row for row in client.list_entities() if table_key(row["PartitionKey"]) == key]

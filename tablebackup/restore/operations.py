@@ -15,17 +15,17 @@ import time
 import uuid
 from dataclasses import asdict
 from dataclasses import replace as replace_fields
-from datetime import UTC, datetime
 
 import orjson
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
 from tablebackup.audit.messages import instant_text
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import BackupError, InvalidInput, NotFound, StorageUnavailable
 from tablebackup.core.instants import parse_instant
 from tablebackup.repository.chain import state_size
+from tablebackup.restore import fanout, records
 from tablebackup.restore.pointintime import check_point_in_time, restore_to_instant
+from tablebackup.restore.ranges import KeyRange
 from tablebackup.restore.restorer import RestoreRequest, check_request, restore
 
 log = logging.getLogger(__name__)
@@ -33,22 +33,8 @@ log = logging.getLogger(__name__)
 QUEUE = "restore-jobs"
 # host.json extensions.queues.maxDequeueCount: the last delivery records the failure for good.
 MAX_DELIVERIES = 5
-_PARTITION = "restore"
 _OPERATION_RE = re.compile(r"^[0-9a-f]{32}\Z")
 _PROGRESS_EVERY_SECONDS = 5.0
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _create_table(storage: Storage) -> None:
-    try:
-        storage.tables.create_table(storage.settings.restore_operations_table)
-    except ResourceExistsError:
-        pass
-    except AzureError as error:
-        raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
 
 
 def request_json(request: RestoreRequest, *, replay_audit: bool = False) -> dict:
@@ -86,9 +72,11 @@ def start(storage: Storage, request: RestoreRequest, *, replay_audit: bool = Fal
         return _run(storage, request, replay_audit), None
     operation = uuid.uuid4().hex
     request = replace_fields(request, operation=operation)
-    _create_table(storage)
+    records.create_table(storage)
     data = request_json(request, replay_audit=replay_audit)
-    _save(storage, operation, status="queued", request=orjson.dumps(data).decode(), backup=checked.manifest.backup)
+    records.save(
+        storage, operation, status="queued", request=orjson.dumps(data).decode(), backup=checked.manifest.backup
+    )
     log.info("restore queued: operation=%s table=%s backup=%s", operation, request.table, checked.manifest.backup)
     answer = {
         "operation": operation,
@@ -101,68 +89,84 @@ def start(storage: Storage, request: RestoreRequest, *, replay_audit: bool = Fal
     return answer, orjson.dumps({"operation": operation, "request": data}).decode()
 
 
-def _save(storage: Storage, operation: str, **fields) -> None:
-    entity = {"PartitionKey": _PARTITION, "RowKey": operation, "updated_at": _now(), **fields}
-    try:
-        storage.tables.get_table_client(storage.settings.restore_operations_table).upsert_entity(entity)
-    except AzureError as error:
-        raise StorageUnavailable(f"recording restore {operation} failed: {str(error).splitlines()[0]}") from error
-
-
-def run_queued(storage: Storage, message: str | bytes, delivery: int) -> None:
-    """The queue worker's job. Transient storage failures raise so the queue delivers again (a
-    restore converges when rerun); anything else is recorded as failed and not retried."""
+def run_queued(storage: Storage, message: str | bytes, delivery: int) -> list[str]:
+    """The queue worker's job: the operation's first message, or one of its key ranges (a restore
+    larger than RESTORE_PART_ENTITIES is cut into ranges, tablebackup.restore.fanout). Returns the
+    messages to send on the queue: the ranges. Transient storage failures raise so the queue
+    delivers again (a restore converges when rerun); anything else is recorded as failed and not
+    retried."""
     try:
         data = orjson.loads(message)
         operation = data["operation"]
+        if not isinstance(operation, str) or not _OPERATION_RE.match(operation):
+            raise ValueError(f"invalid operation id {operation!r}")
         request = request_from_json(data["request"])
         replay_audit = data["request"].get("replay_audit") is True
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        key_range = KeyRange.from_json(data["range"]) if "range" in data else None
+        fresh_target = data.get("fresh") is True
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidInput) as error:
         log.error("restore message refused: %s", error)
-        return  # malformed: retrying can never help
+        return []  # malformed: retrying can never help
+    final = delivery >= MAX_DELIVERIES
+    if key_range is not None:
+        fanout.run_range(storage, operation, request, key_range, fresh_target, delivery, final)
+        return []
     earlier = _row(storage, operation)
-    _save(storage, operation, status="running", delivery=delivery)
+    try:
+        if not replay_audit:  # a point-in-time restore replays the audit trail in order: one stream
+            checked, ranges = fanout.ranges_for(storage, request)
+            if len(ranges) > 1 or earlier.get("ranges"):
+                return fanout.prepare(storage, operation, data["request"], request, checked, ranges, earlier)
+        return _run_whole(storage, operation, request, replay_audit, earlier, delivery)
+    except StorageUnavailable as error:
+        records.save(storage, operation, status="failed" if final else "retrying", error=str(error))
+        if not final:
+            raise
+    except BackupError as error:
+        fanout.fail(storage, operation, request, str(error))
+    return []
+
+
+def _run_whole(
+    storage: Storage, operation: str, request: RestoreRequest, replay_audit: bool, earlier: dict, delivery: int
+) -> list[str]:
+    """A restore in one stream, in this invocation."""
+    records.save(storage, operation, status="running", delivery=delivery)
     last = [time.monotonic()]
 
     def report(count: int) -> None:
         if time.monotonic() - last[0] >= _PROGRESS_EVERY_SECONDS:
             last[0] = time.monotonic()
-            _save(storage, operation, status="running", progress=count)
+            records.save(storage, operation, status="running", progress=count)
 
     def keep_safety(backup: str) -> None:
-        _save(storage, operation, safety_backup=backup)
+        records.save(storage, operation, safety_backup=backup)
 
-    try:
-        result = _run(
-            storage,
-            request,
-            replay_audit,
-            on_progress=report,
-            reuse_safety=earlier.get("safety_backup"),
-            on_safety_backup=keep_safety,
-        )
-    except StorageUnavailable as error:
-        final = delivery >= MAX_DELIVERIES
-        _save(storage, operation, status="failed" if final else "retrying", error=str(error))
-        if not final:
-            raise
-        return
-    except BackupError as error:
-        _save(storage, operation, status="failed", error=str(error))
-        return
-    _save(storage, operation, status="succeeded", result=orjson.dumps(result).decode())
+    result = _run(
+        storage,
+        request,
+        replay_audit,
+        on_progress=report,
+        reuse_safety=earlier.get("safety_backup"),
+        on_safety_backup=keep_safety,
+    )
+    records.save(storage, operation, status="succeeded", result=orjson.dumps(result).decode())
+    return []
 
 
 def _row(storage: Storage, operation: str) -> dict:
     """The operation's row as recorded so far; {} if there is none."""
-    try:
-        return dict(
-            storage.tables.get_table_client(storage.settings.restore_operations_table).get_entity(_PARTITION, operation)
-        )
-    except ResourceNotFoundError:
-        return {}
-    except AzureError as error:
-        raise StorageUnavailable(f"table storage is unreachable: {str(error).splitlines()[0]}") from error
+    return dict(records.row(storage, operation))
+
+
+def _ranges(storage: Storage, operation: str, entity: dict) -> dict | None:
+    """A restore cut into ranges: how many are done, running, queued or failed."""
+    if not entity.get("ranges"):
+        return None
+    rows = records.range_rows(storage, operation)
+    states = [row.get("status") for row in rows]
+    counts = {state: states.count(state) for state in ("done", "running", "retrying", "queued", "failed")}
+    return {"total": int(entity["ranges"]), **counts}
 
 
 def status(storage: Storage, operation: str) -> dict:
@@ -171,13 +175,18 @@ def status(storage: Storage, operation: str) -> dict:
     entity = _row(storage, operation)
     if not entity:
         raise NotFound(f"restore operation {operation!r} not found")
+    ranges = _ranges(storage, operation, entity)
+    progress = entity.get("progress")
+    if ranges is not None:  # what every range has written so far
+        progress = sum(row.get("progress") or 0 for row in records.range_rows(storage, operation))
     return {
         "operation": operation,
         "status": entity["status"],
         "backup": entity.get("backup"),
         "safety_backup": entity.get("safety_backup"),
         "request": orjson.loads(entity["request"]) if entity.get("request") else None,
-        "progress": entity.get("progress"),
+        "progress": progress,
+        "ranges": ranges,
         "result": orjson.loads(entity["result"]) if entity.get("result") else None,
         "error": entity.get("error"),
         "updated_at": entity.get("updated_at"),

@@ -66,7 +66,7 @@ from tablebackup.storage.odatafilter import ODataFilter, parse_filter
 from tablebackup.storage.tablequery import iter_pages, odata_string
 from tablebackup.storage.tables import addressed, create_table, table_exists
 from tablebackup.storage.tablewriter import Operation, submit_operations
-from tablebackup.storage.targets import resolve_target
+from tablebackup.storage.targets import REPLAY_INTO_ANOTHER_ACCOUNT, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ class Checked:
 def check_point_in_time(storage: Storage, request: RestoreRequest) -> Checked:
     """Everything a point-in-time restore could refuse, checked before anything is read or written."""
     validate_table_name(request.table)
+    if request.target_account is not None:
+        raise InvalidInput(f"replaying the audit trail into another account: {REPLAY_INTO_ANOTHER_ACCOUNT}")
     target = resolve_target(
         storage.settings, request.table, request.target, mode=request.mode, allow_app_table=request.allow_app_table
     )

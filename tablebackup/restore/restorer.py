@@ -21,10 +21,13 @@ overwrites nothing, so it takes none. While it runs, a restore holds its backup 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import shlex
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -34,23 +37,25 @@ from azure.core.exceptions import AzureError
 from tablebackup.audit.entries import OperationEntries, operation_entries
 from tablebackup.backup.archiver import backup_table
 from tablebackup.core import telemetry
+from tablebackup.core.accounts import TargetAccount
 from tablebackup.core.clients import Storage
 from tablebackup.core.errors import BackupError, InvalidInput, NotFound
 from tablebackup.core.names import table_key, validate_backup_id, validate_table_name
 from tablebackup.repository import catalog, erasures
 from tablebackup.repository.attempts import hold_backup, release_hold
 from tablebackup.repository.backupformat import BackupReason, Manifest
-from tablebackup.repository.chain import state_entities
+from tablebackup.repository.chain import state_entities, state_size
 from tablebackup.repository.erasures import Erasures
 from tablebackup.repository.integrity import check_whole_backup
 from tablebackup.repository.legacybackups import LegacyBackup, is_legacy_name, legacy_backups, read_legacy_backup
 from tablebackup.restore.drydiff import DIFF_MODES, dry_run_changes
 from tablebackup.restore.legacy import LegacyRead, read_legacy
+from tablebackup.restore.ranges import KeyRange, plan_ranges, range_entities
 from tablebackup.storage.odatafilter import ODataFilter, parse_filter
 from tablebackup.storage.reconcile import MODES, Tally, plan_operations
 from tablebackup.storage.tables import addressed, create_table, table_exists
 from tablebackup.storage.tablewriter import submit_operations
-from tablebackup.storage.targets import resolve_target
+from tablebackup.storage.targets import in_target_account, resolve_target
 from tablebackup.transfer.typerules import TypeRules
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,12 @@ class RestoreRequest:
     resolved: str | None = None
     # The queued operation this request runs as (named in its safety backup's reason).
     operation: str | None = None
+    # Another storage account to write into (tablebackup.core.accounts): a setting's name or a table
+    # endpoint, never a connection string. The audit trail and the app's records stay in the app's.
+    target_account: str | None = None
+    # Range streams written at once (`restore --parallel N`): the backup is cut into PartitionKey
+    # ranges (tablebackup.restore.ranges) and N of them run side by side.
+    parallel: int = 1
 
 
 # The modes that can overwrite or delete what the table holds: they take a safety backup first.
@@ -105,6 +116,7 @@ class RestoreResult:
     changes: dict[str, int] | None = None
     typed: dict[str, dict[str, int]] = field(default_factory=dict)  # what --infer-types typed (legacy)
     warnings: list[str] = field(default_factory=list)
+    target_account: str | None = None  # the account written into, when not the data account
 
     def as_json(self) -> dict:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
@@ -117,6 +129,9 @@ class _Checked:
     predicate: ODataFilter | None
     legacy: LegacyRead | None = None  # an old backup, validated whole before the first write
     chosen: str = ""  # why this backup
+    # Where the target table is: the request's target account, or the app's own storage itself.
+    data: Storage | None = None
+    account: TargetAccount | None = None  # set only when `data` is another account
 
 
 def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
@@ -127,7 +142,8 @@ def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
     target = resolve_target(
         storage.settings, request.table, request.target, mode=request.mode, allow_app_table=request.allow_app_table
     )
-    target = addressed(storage, target)  # an existing table under another spelling is that table
+    data, account = in_target_account(storage, request.target_account)
+    target = addressed(data, target)  # an existing table under another spelling is that table
     predicate = parse_filter(request.filter) if request.filter else None
     if request.include_legacy and request.resolved is None:
         chosen, why = choose_with_legacy(storage, request.table, request.backup, request.as_of)
@@ -135,8 +151,8 @@ def check_request(storage: Storage, request: RestoreRequest) -> _Checked:
         chosen, why = resolve_backup(storage, request.table, request.backup, request.as_of, request.resolved)
     if isinstance(chosen, LegacyBackup):
         legacy = read_legacy(storage, chosen, request.mode, TypeRules(request.types, request.infer_types))
-        return _Checked(manifest=chosen, target=target, predicate=predicate, legacy=legacy, chosen=why)
-    return _Checked(manifest=chosen, target=target, predicate=predicate, chosen=why)
+        return _Checked(chosen, target, predicate, legacy=legacy, chosen=why, data=data, account=account)
+    return _Checked(chosen, target, predicate, chosen=why, data=data, account=account)
 
 
 def _named(storage: Storage, table: str, backup: str) -> Manifest:
@@ -200,12 +216,18 @@ def choose_with_legacy(
 
 
 def _backup_entities(
-    storage: Storage, checked: _Checked, predicate: ODataFilter | None, erased: Erasures
+    storage: Storage,
+    checked: _Checked,
+    predicate: ODataFilter | None,
+    erased: Erasures,
+    key_range: KeyRange | None = None,
 ) -> Iterator[dict]:
     """The table's state at the backup (a whole chain for an incremental), filtered, without
-    erased keys."""
+    erased keys: all of it, or one key range of it."""
     if checked.legacy is not None:
         state = checked.legacy.entities()
+    elif key_range is not None:
+        state = range_entities(storage.backups, checked.manifest, key_range)
     else:
         state = state_entities(storage.backups, checked.manifest)
     for entity in erased.without_erased(state):
@@ -213,14 +235,17 @@ def _backup_entities(
             yield entity
 
 
-def undo_command(target: str, safety_backup: str, query_filter: str | None = None) -> str:
+def undo_command(
+    target: str, safety_backup: str, query_filter: str | None = None, target_account: str | None = None
+) -> str:
     """The command that puts the target back as its safety backup found it: within the filter's
-    scope when the restore had one."""
+    scope when the restore had one, in the account it was in."""
     command = f"tablebackup restore --table {target} --backup {safety_backup} --mode mirror"
+    command += f" --target-account {shlex.quote(target_account)}" if target_account else ""
     return command + (f" --filter {shlex.quote(query_filter)}" if query_filter else "")
 
 
-def _safety_backup(
+def take_safety_backup(
     storage: Storage, request: RestoreRequest, manifest, target: str, reuse: str | None
 ) -> tuple[str, bool]:
     """The target's safety backup: the one an earlier delivery of this very operation took (so the
@@ -237,10 +262,13 @@ def _safety_backup(
     return backup_table(storage, target, reason=reason).backup, True
 
 
-def _record(storage: Storage, request: RestoreRequest, checked: _Checked, result: RestoreResult, begun, whole) -> None:
+def record_completed(
+    storage: Storage, request: RestoreRequest, checked: _Checked, result: RestoreResult, begun, whole
+) -> None:
     """Record a completed restore into the table itself (catalog.record_restore); if that cannot be
-    written, the restore stands and its result says what to do."""
-    if table_key(checked.target) != table_key(request.table) or checked.legacy is not None:
+    written, the restore stands and its result says what to do. A restore into another account
+    is not one of the table: its `latest` stays what the data account holds."""
+    if table_key(checked.target) != table_key(request.table) or checked.legacy is not None or checked.account:
         return
     record = catalog.RestoreRecord(
         table=table_key(request.table),
@@ -293,6 +321,7 @@ def restore(
         "mode": request.mode,
         "filter": request.filter,
         "chosen": checked.chosen,
+        **({"target_account": checked.account.name} if checked.account else {}),
     }
     audit = (
         operation_entries(storage, "RESTORE", request.actor, target, plan, record=not request.dry_run)
@@ -320,7 +349,7 @@ def restore(
             progress = entries.counting(on_progress)
             result = _restore(storage, request, checked, progress, reuse_safety, safety_taken)
             if not request.dry_run:
-                _record(storage, request, checked, result, begun, whole_state)
+                record_completed(storage, request, checked, result, begun, whole_state)
             result.seconds = time.monotonic() - started
             entries.result = {"table": request.table, "filter": request.filter, **result.as_json()}
     finally:
@@ -357,6 +386,9 @@ def _restore(
     on_safety_backup: Callable[[str], None] | None,
 ) -> RestoreResult:
     manifest, target = checked.manifest, checked.target
+    # The target side (its table, its safety backup) in the target account; audit, erasure register
+    # and records in the app's own (`storage`).
+    data = checked.data or storage
     context = {"table": request.table, "backup": manifest.backup, "target": target, "mode": request.mode}
     log.info(
         "restore started: %s (%s)", " ".join(f"{k}={v}" for k, v in context.items()), checked.chosen, extra=context
@@ -366,37 +398,127 @@ def _restore(
         result = RestoreResult(
             backup=manifest.backup, target=target, mode=request.mode, dry_run=request.dry_run, chosen=checked.chosen
         )
+        result.target_account = checked.account.name if checked.account else None
         result.typed = checked.legacy.scan.rules.typed_report() if checked.legacy else {}
-        exists = table_exists(storage, target)
+        exists = table_exists(data, target)
         if request.mode in SAFETY_MODES and exists and not request.dry_run:
             # What this restore overwrites or deletes stays restorable, by the safety backup's id.
-            result.safety_backup, taken = _safety_backup(storage, request, manifest, target, reuse_safety)
-            result.undo = undo_command(target, result.safety_backup, request.filter)
+            result.safety_backup, taken = take_safety_backup(data, request, manifest, target, reuse_safety)
+            result.undo = undo_command(target, result.safety_backup, request.filter, result.target_account)
             if on_safety_backup is not None and taken:
                 on_safety_backup(result.safety_backup)
         if not exists and not request.dry_run:
-            create_table(storage, target)
+            create_table(data, target)
 
-        client = storage.tables.get_table_client(target)
+        client = data.tables.get_table_client(target)
         tally = Tally()
         erased = erasures.load(storage, request.table)
-        entities = _backup_entities(storage, checked, checked.predicate, erased)
         if request.dry_run and request.mode in DIFF_MODES:
             # What would change, not only what would be written (a mirror writes every entity).
+            entities = _backup_entities(storage, checked, checked.predicate, erased)
             changes = dry_run_changes(entities, request.mode, client, exists, checked.predicate, tally)
             result.changes = changes.as_json()
         elif request.dry_run:
+            entities = _backup_entities(storage, checked, checked.predicate, erased)
             for _ in plan_operations(entities, request.mode, client, exists, checked.predicate, tally):
                 pass
         else:
-            operations = plan_operations(entities, request.mode, client, exists, checked.predicate, tally)
-            workers = storage.settings.restore_workers
-            outcome = submit_operations(client, operations, workers=workers, on_progress=on_progress)
-            # What this run wrote, not what it planned: an insert whose entity another writer put
-            # there meanwhile is skipped; a delete of an entity already gone is not counted.
-            tally.restored, tally.deleted = outcome.written, outcome.deleted
-            tally.skipped += outcome.existing
+            tally, erased.skipped = _write_in_ranges(storage, request, checked, client, exists, erased, on_progress)
         telemetry.record_volume("restore", target, tally.restored + tally.deleted)
     result.restored, result.deleted, result.skipped = tally.restored, tally.deleted, tally.skipped
     result.erased = erased.skipped
     return result
+
+
+class _Stopped(Exception):
+    """Another range stream failed or was interrupted: this one stops too."""
+
+
+def write_range(
+    storage: Storage,
+    request: RestoreRequest,
+    checked: _Checked,
+    client,
+    exists: bool,
+    key_range: KeyRange | None,
+    on_progress: Callable[[int], None] | None,
+    stop: threading.Event | None = None,
+    register: Erasures | None = None,
+) -> tuple[Tally, int]:
+    """Write one key range of the backup (None: all of it) into the target: what this run really
+    wrote, and how many entities it left out because their keys were erased. register: the
+    table's erasure register, if it was read already."""
+    tally = Tally()
+    digests = (register or erasures.load(storage, request.table)).digests
+    erased = Erasures(digests=digests)  # its own count: ranges run side by side
+    entities = _backup_entities(storage, checked, checked.predicate, erased, key_range)
+    if stop is not None:
+        entities = _until(stop, entities)
+    bounds = key_range.odata() if key_range is not None else None
+    operations = plan_operations(entities, request.mode, client, exists, checked.predicate, tally, bounds)
+    outcome = submit_operations(client, operations, workers=storage.settings.restore_workers, on_progress=on_progress)
+    # What this run wrote, not what it planned: an insert whose entity another writer put there
+    # meanwhile is skipped; a delete of an entity already gone is not counted.
+    tally.restored, tally.deleted = outcome.written, outcome.deleted
+    tally.skipped += outcome.existing
+    return tally, erased.skipped
+
+
+def _until(stop: threading.Event, entities: Iterator[dict]) -> Iterator[dict]:
+    for entity in entities:
+        if stop.is_set():
+            raise _Stopped()
+        yield entity
+
+
+def _write_in_ranges(
+    storage: Storage,
+    request: RestoreRequest,
+    checked: _Checked,
+    client,
+    exists: bool,
+    register: Erasures,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[Tally, int]:
+    """The whole write, in one stream or, with request.parallel > 1, in key ranges N at a time:
+    what it wrote, and how many erased entities it left out."""
+    ranges: list[KeyRange] = []
+    if request.parallel > 1 and checked.legacy is None:
+        # At least one range per stream, and none larger than RESTORE_PART_ENTITIES.
+        per_range = -(-state_size(checked.manifest) // request.parallel)
+        per_range = max(1, min(storage.settings.restore_part_entities, per_range))
+        ranges = plan_ranges(storage.backups, checked.manifest, per_range)
+    if len(ranges) < 2:
+        return write_range(storage, request, checked, client, exists, None, on_progress, register=register)
+    log.info("restore of %s: %d key ranges, %d at a time", request.table, len(ranges), request.parallel)
+    counts: dict[int, int] = {}
+    lock, stop = threading.Lock(), threading.Event()
+
+    def run(key_range: KeyRange) -> tuple[Tally, int]:
+        def report(count: int) -> None:
+            with lock:  # the sum of every stream's count, reported in order
+                counts[key_range.index] = count
+                if on_progress is not None:
+                    on_progress(sum(counts.values()))
+
+        return write_range(storage, request, checked, client, exists, key_range, report, stop, register)
+
+    with ThreadPoolExecutor(request.parallel, thread_name_prefix="restore-range") as pool:
+        # Each thread in this context: what it writes is added to the operation's write ledger.
+        futures = [pool.submit(contextvars.copy_context().run, run, key_range) for key_range in ranges]
+        try:
+            results = [future.result() for future in futures]
+        except BaseException:
+            # Ctrl-C or a failed range: the other streams stop at their next entity, and what they
+            # wrote until then is in the progress counts before this re-raises.
+            stop.set()
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
+    total = Tally()
+    for tally, _ in results:
+        total.restored += tally.restored
+        total.deleted += tally.deleted
+        total.skipped += tally.skipped
+    return total, sum(erased for _, erased in results)

@@ -5,13 +5,26 @@ own tables (audit trail, erasure register, run records, ...) are refused: a mirr
 register would bring erased people back, one into the audit table would delete entries promised
 never to be deleted. Restoring one of them from its own backup is legitimate, so it is allowed
 behind an explicit option, and then only in a mode that deletes nothing.
+
+The table may be in another storage account (tablebackup.core.accounts): the same tables are refused
+there, and only the table side moves; the audit trail, the erasure register and the app's records
+stay in the app's own account.
 """
 
 from __future__ import annotations
 
+from tablebackup.core.accounts import TargetAccount, parse_target_account
+from tablebackup.core.clients import Storage
 from tablebackup.core.errors import InvalidInput
 from tablebackup.core.names import validate_table_name
 from tablebackup.core.settings import Settings
+
+# A point-in-time restore replays the data account's audit trail: when a whole account is replaced,
+# that trail is unreachable (an outage) or was written by the attacker (an incident).
+REPLAY_INTO_ANOTHER_ACCOUNT = (
+    "a point-in-time restore (replaying the audit trail) writes into the data account only: the trail it "
+    "replays is that account's; into another account, restore the newest backup as of the instant, without the replay"
+)
 
 # Modes that write without deleting anything.
 ADDITIVE_MODES = ("replace", "merge", "missing")
@@ -63,3 +76,13 @@ def resolve_target(
             f"(mode {' / '.join(ADDITIVE_MODES)}), never with mode {mode!r}"
         )
     return chosen
+
+
+def in_target_account(storage: Storage, target_account: str | None) -> tuple[Storage, TargetAccount | None]:
+    """The storage whose tables a restore or an import writes into, and the other account it is
+    (None: the data account itself, also when the target account names it again)."""
+    if target_account is None:
+        return storage, None
+    account = parse_target_account(target_account)
+    data = storage.in_account(account)
+    return data, (None if data is storage else account)

@@ -2,11 +2,12 @@
 
 The input is read twice: first it is validated completely, and a malformed input is refused with
 the line and reason of each problem before anything is written; then it is read again and written
-with restore's planning and batch writer. Neither pass holds more than a window of entities.
+with restore's planning and batch writer. Neither pass holds more than a window of entities; input
+out of key order is grouped by partition on the way, through sorted runs on disk
+(tablebackup.transfer.keyorder), so its batches form as sorted input's do.
 
 `missing` compares the input with the table window by window over key ranges (as restore does), so
-it needs the input in the service's key order, which is how export writes it and backups hold it;
-an input out of order is refused for `missing` before anything is written.
+it reads the input in the service's key order: sorted the same way, its dry run included.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from tablebackup.repository import erasures
 from tablebackup.storage.reconcile import Tally, plan_operations
 from tablebackup.storage.tables import create_table, existing_spelling
 from tablebackup.storage.tablewriter import submit_operations
-from tablebackup.storage.targets import resolve_target
+from tablebackup.storage.targets import in_target_account, resolve_target
 from tablebackup.transfer.dialects import NATIVE
 from tablebackup.transfer.formats import check_format, open_content, read_records
+from tablebackup.transfer.keyorder import KeyOrder
 from tablebackup.transfer.records import MAX_PROBLEMS, MalformedInput, Problem
 from tablebackup.transfer.sources import Source
 from tablebackup.transfer.typerules import AmbiguousTypes, TypeRules
@@ -53,6 +55,9 @@ class ImportRequest:
     # Types for what the input leaves untyped (tablebackup.transfer.typerules): --types and --infer-types.
     types: dict[str, str] = field(default_factory=dict)
     infer_types: bool = False
+    # Another storage account to write into (tablebackup.core.accounts): a setting's name or a table
+    # endpoint. The audit trail and the erasure register stay the app's.
+    target_account: str | None = None
 
 
 @dataclass
@@ -72,6 +77,7 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
     # An AzCopy export: its manifest, source table and time, and whether its checksums were verified.
     azcopy: dict | None = None
+    target_account: str | None = None  # the account written into, when not the data account
 
     def as_json(self) -> dict:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
@@ -88,6 +94,7 @@ class InputScan:
     rules: TypeRules
     entities: int = 0
     out_of_order: str | None = None  # the first line whose key is not above the previous one
+    descending: str | None = None  # the first line whose key is below the previous one (not a duplicate)
 
     def warnings(self) -> list[str]:
         if self.rules.next_marker:
@@ -151,6 +158,8 @@ def validate_input(
             key = service_order(record)
             if scan.out_of_order is None and previous is not None and key <= previous:
                 scan.out_of_order = f"{in_file} line {line}" if in_file else f"line {line}"
+            if scan.descending is None and previous is not None and key < previous:
+                scan.descending = f"{in_file} line {line}" if in_file else f"line {line}"
             previous = key
             if on_progress and scan.entities % _PROGRESS_EVERY == 0:
                 on_progress(f"validate {source.name}", scan.entities)
@@ -193,14 +202,10 @@ def import_entities(
         allow_app_table=request.allow_app_table,
         what="table to import into",
     )
+    data, account = in_target_account(storage, request.target_account)  # the target side; audit stays here
     if request.format is not None:
         check_format(request.format)
     scan = validate_input(source, request.format, on_progress, TypeRules(request.types, request.infer_types))
-    if request.mode == "missing" and scan.out_of_order is not None:
-        raise InvalidInput(
-            f"mode missing needs {source.name} in key order, as export writes it, but {scan.out_of_order} "
-            "is not after the one before; sort it, or use mode replace or merge"
-        )
 
     result = ImportResult(
         table=request.table,
@@ -214,19 +219,24 @@ def import_entities(
     check = getattr(source, "check", None)
     if check is not None:
         result.azcopy = check.as_json()
+    result.target_account = account.name if account else None
     plan = {"table": request.table, "source": source.name, "format": scan.format, "mode": request.mode}
+    plan.update({"target_account": account.name} if account else {})
     # One pair of IMPORT entries: started before the first write, ended with what it wrote.
     audit = operation_entries(storage, "IMPORT", request.actor, request.table, plan, record=not request.dry_run)
-    with audit as entries:
+    # Batches hold one partition: input out of key order is grouped by partition before it is written.
+    # `missing` compares with the table in key order: its dry run needs the order too.
+    grouping = KeyOrder(scan.descending, write=not request.dry_run or request.mode == "missing")
+    with audit as entries, grouping:
         # An existing table under another spelling is that table: written under its own spelling.
-        into = existing_spelling(storage, request.table)
+        into = existing_spelling(data, request.table)
         exists = into is not None
         if not exists and not request.dry_run:
-            create_table(storage, request.table)
-        client = storage.tables.get_table_client(into or request.table)
+            create_table(data, request.table)
+        client = data.tables.get_table_client(into or request.table)
         tally = Tally()
         erased = erasures.load(storage, request.table)
-        entities = erased.without_erased(read_entities(source, request.format, scan.rules))
+        entities = grouping.ordered(erased.without_erased(read_entities(source, request.format, scan.rules)))
         operations = plan_operations(entities, request.mode, client, exists, None, tally)
         if request.dry_run:
             for _ in operations:
@@ -244,6 +254,7 @@ def import_entities(
             )
             result.imported, result.failed, result.errors = outcome.written, outcome.failed, outcome.errors
             result.skipped = tally.skipped + outcome.existing + erased.skipped
+        result.warnings += grouping.notes()
         result.seconds = time.monotonic() - started
         entries.result = {**result.as_json(), "source": source.name}
     log.info(

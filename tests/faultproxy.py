@@ -61,7 +61,8 @@ class FaultProxy:
         self.failures: list[int | str] = []  # statuses, or "hang", for the next requests
         self.seen: list[tuple[str, str, int]] = []  # (method, path, status answered)
         self.hang_seconds = 3.0
-        self.fail_matching: str | None = None  # answer 503 to requests whose path contains this
+        self.fail_matching: str | None = None  # answer fail_matching_status to requests whose path contains this
+        self.fail_matching_status = 503  # Server Busy; 500 is a fault the writer is less patient with
         self.fail_matching_times: int | None = None  # ... this many times (None: always)
         self.after_faults: list[AfterFault] = []
         # Called with (method, path) before a request goes through: another writer acting meanwhile.
@@ -83,7 +84,7 @@ class FaultProxy:
                 if proxy.fail_matching and proxy.fail_matching in self.path:
                     with proxy._lock:
                         if proxy.fail_matching_times is None or proxy.fail_matching_times > 0:
-                            fault = 503
+                            fault = proxy.fail_matching_status
                             if proxy.fail_matching_times is not None:
                                 proxy.fail_matching_times -= 1
                 if fault == "hang":

@@ -13,11 +13,12 @@ from localdev.sample import seed_table
 from tablebackup.audit.queries import find_entries
 from tablebackup.backup.archiver import backup_table
 from tablebackup.core.entities import decode_line
-from tablebackup.core.errors import BackupError
+from tablebackup.core.errors import StorageUnavailable
 from tablebackup.core.settings import get_settings
 from tablebackup.repository.backupformat import read_data_lines
 from tablebackup.restore.pointintime import undelete
 from tablebackup.restore.restorer import RestoreRequest, restore
+from tablebackup.storage import tablewriter
 from tablebackup.storage.tablewriter import submit_operations, upsert_operations
 from tablebackup.transfer.importer import ImportRequest, import_entities
 from tablebackup.transfer.sources import FileSource
@@ -223,11 +224,30 @@ def test_a_target_table_created_whose_answer_was_lost_is_used(storage, backed_up
 def test_a_batch_that_keeps_failing_is_sent_storage_retries_plus_one_times(storage, proxy, unique_name):
     client = storage.tables.create_table(unique_name("down"))
     proxied = _storage().tables.get_table_client(client.table_name)
-    proxy.fail_matching = "$batch"  # every batch answered 503
+    proxy.fail_matching, proxy.fail_matching_status = "$batch", 500  # every batch answered 500
 
-    with pytest.raises(BackupError, match=r"^writing to table '.*' failed with HTTP 503: ") as failed:
+    with pytest.raises(StorageUnavailable, match=r"^writing to table '.*' failed with HTTP 500: ") as failed:
         submit_operations(proxied, [("insert", {"PartitionKey": "a", "RowKey": "b"})])
 
     assert "\n" not in str(failed.value)
-    assert _batches(proxy) == [503] * 3  # STORAGE_RETRIES=2: the SDK does not retry on top
+    assert _batches(proxy) == [500] * 3  # STORAGE_RETRIES=2: the SDK does not retry on top
     assert table_state(client) == {}
+
+
+def test_a_batch_the_service_keeps_answering_server_busy_is_retried_more_patiently(
+    storage, proxy, unique_name, monkeypatch
+):
+    """503 Server Busy is the service asking for a slower pace: at least BUSY_RETRIES retries, however
+    few STORAGE_RETRIES allows for faults, before the write gives up (as transient: run it again)."""
+    monkeypatch.setattr(tablewriter, "BUSY_RETRIES", 4)
+    client = storage.tables.create_table(unique_name("busy"))
+    proxied = _storage().tables.get_table_client(client.table_name)
+    proxy.fail_matching = "$batch"
+
+    with pytest.raises(StorageUnavailable, match=r"failed with HTTP 503: "):
+        submit_operations(proxied, [("insert", {"PartitionKey": "a", "RowKey": "b"})])
+    assert _batches(proxy) == [503] * 5
+
+    proxy.fail_matching_times = 3  # busy three times, then through: more than STORAGE_RETRIES=2 allows
+    assert submit_operations(proxied, [("insert", {"PartitionKey": "a", "RowKey": "b"})]).written == 1
+    assert table_state(client) != {}

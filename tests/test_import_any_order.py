@@ -139,7 +139,8 @@ def test_the_temporary_runs_are_removed_when_the_import_fails_or_is_interrupted(
     def fail_from_now(method: str, path: str) -> None:
         if path.endswith("$batch") and not seen:
             runs_on_disk()
-            proxy.fail_matching = "$batch"  # every later batch answered 503 until the retries run out
+            # Every later batch answered 500 until the retries run out.
+            proxy.fail_matching, proxy.fail_matching_status = "$batch", 500
 
     def interrupt(phase: str, count: int) -> None:
         if phase.startswith("import"):
@@ -150,7 +151,7 @@ def test_the_temporary_runs_are_removed_when_the_import_fails_or_is_interrupted(
         storage = Storage.from_settings()
         if ending == "failure":
             proxy.before_forward = fail_from_now
-            with pytest.raises(BackupError, match="HTTP 503"):
+            with pytest.raises(BackupError, match="HTTP 500"):
                 import_entities(storage, request, FileSource(path))
         else:
             with pytest.raises(KeyboardInterrupt):

@@ -145,7 +145,7 @@ def test_a_rerun_of_an_interrupted_mirror_restore_does_not_take_its_own_safety_b
     table_port = _port(azurite_connection_string, "TableEndpoint")
     blob_port = _port(azurite_connection_string, "BlobEndpoint")
     with FaultProxy(table_port) as proxy:
-        proxy.fail_matching = "$batch"  # the safety backup reads; every write fails
+        proxy.fail_matching, proxy.fail_matching_status = "$batch", 500  # the safety backup reads; every write fails
         through = {
             "AZURE_STORAGE_CONNECTION_STRING": connection_string(blob_port, blob_port, proxy.port),
             "STORAGE_RETRIES": "0",

@@ -95,7 +95,8 @@ def test_a_restore_the_service_refuses_midway_is_ended_failed(
 
         def refuse_the_rest(count: int) -> None:
             reported.append(count)
-            proxy.fail_matching = "$batch"  # every later batch is refused (503), retries included
+            # Every later batch fails (500), retries included.
+            proxy.fail_matching, proxy.fail_matching_status = "$batch", 500
 
         with pytest.raises(Exception) as raised:
             restore(

@@ -11,6 +11,7 @@ may be personal data) are left out."""
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
@@ -47,17 +48,19 @@ class RetrySettings:
         return cls(_DEFAULT_RETRIES, _DEFAULT_BACKOFF, _DEFAULT_BACKOFF_MAX)
 
     def delay(self, retry: int) -> float:
-        return min(self.backoff_max, self.backoff * 2 ** (retry - 1))
+        """The backoff before retry N, within ±20%: writers throttled together must not all come
+        back at the same instant (and leave the account idle in between)."""
+        return min(self.backoff_max, self.backoff * 2 ** (retry - 1)) * random.uniform(0.8, 1.2)
 
     def wait(self, retry: int) -> None:
         time.sleep(self.delay(retry))
 
-    def wait_to_retry(self, retry: int, what: str, reason: str) -> None:
-        """Say that `what` is retried (retry 1 is the second attempt) and why, then wait its backoff."""
+    def wait_to_retry(self, retry: int, what: str, reason: str, attempts: int | None = None) -> None:
+        """Say that `what` is retried (retry 1 is the second attempt, of `attempts`: by default
+        STORAGE_RETRIES + 1) and why, then wait its backoff."""
         delay = self.delay(retry)
-        RETRY_LOG.warning(
-            "retrying %s in %.1f s (attempt %d of %d) after %s", what, delay, retry + 1, self.retries + 1, reason
-        )
+        attempts = attempts or self.retries + 1
+        RETRY_LOG.warning("retrying %s in %.1f s (attempt %d of %d) after %s", what, delay, retry + 1, attempts, reason)
         time.sleep(delay)
 
 

@@ -28,6 +28,7 @@ is written as its JSON escape (tablebackup.core.wirejson), as the service itself
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import uuid
@@ -68,6 +69,9 @@ _STATUS_RE = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
 # Answers to a whole $batch that a retry may get past; any of them may follow an applied batch.
 _RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 MAX_ERRORS = 20
+# Retries of a $batch the service answers 503 Server Busy (throttled), at least: with the default
+# backoff (0.8 s doubling, at most 60 s, ±20%) about 4 minutes of backing off.
+BUSY_RETRIES = 9
 _WAIT_SLICE_SECONDS = 0.25
 
 
@@ -257,10 +261,11 @@ def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: Retr
     base = _base(client)
     ambiguous = False
     reason = ""
-    for attempt in range(retry.retries + 1):
+    attempts = retry.retries + 1
+    for attempt in itertools.count():
         if attempt:
             what = f"a $batch of {len(batch)} operations on table {client.table_name!r}"
-            retry.wait_to_retry(attempt, what, reason)
+            retry.wait_to_retry(attempt, what, reason, attempts)
         boundary, body = _multipart(client, batch)
         request = HttpRequest(
             "POST",
@@ -284,7 +289,7 @@ def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: Retr
                 ambiguous,
             ) from error
         except AzureError as error:
-            if attempt == retry.retries:
+            if attempt + 1 >= attempts:
                 raise _unsettled(
                     StorageUnavailable(f"writing to table {client.table_name!r} failed: {str(error).splitlines()[0]}"),
                     batch,
@@ -296,9 +301,16 @@ def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: Retr
         if response.status_code == 202:
             return content, ambiguous
         text = content[:200].decode(errors="replace").strip()
-        if response.status_code not in _RETRY_STATUSES or attempt == retry.retries:
+        if response.status_code == 503:
+            # Server Busy: the account or partition is over its target. The service asks for a
+            # slower pace, not for giving up: more patience than for a fault (BUSY_RETRIES).
+            attempts = max(attempts, BUSY_RETRIES + 1)
+        if response.status_code not in _RETRY_STATUSES or attempt + 1 >= attempts:
             status = response.status_code
-            failure = BackupError(f"writing to table {client.table_name!r} failed with HTTP {status}: {text}")
+            # Busy or failing after every retry is transient (a queued restore's range is delivered
+            # again); any other answer is the service refusing the batch.
+            kind = StorageUnavailable if status in _RETRY_STATUSES else BackupError
+            failure = kind(f"writing to table {client.table_name!r} failed with HTTP {status}: {text}")
             # A 5xx may follow an applied batch as well.
             raise _unsettled(failure, batch, ambiguous or response.status_code in _RETRY_STATUSES)
         ambiguous = True

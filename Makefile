@@ -99,6 +99,7 @@ format: $(VENV)/.installed
 bench: $(DEMO_DEPS)
 	$(PY) -m bench
 	$(PY) -m bench.import_order
+	$(PY) -m bench.scale
 
 # Azurite on the default ports in the background, data in $(AZURITE_DIR) (for func start).
 azurite: $(DEMO_DEPS)

@@ -114,12 +114,11 @@ def drain_queue(function, connection_string: str, queue_name: str, max_deliverie
                     ),
                 )
                 for content in sent:  # a queue output onto this very queue, as messageEncoding base64
-                    _send(queue, base64.b64encode(content.encode()).decode())
+                    send_message(queue, content)
             except Exception:  # the host logs it and delivers the message again
                 if message.dequeue_count >= max_deliveries:
-                    _send(
-                        QueueClient.from_connection_string(connection_string, f"{queue_name}-poison"), message.content
-                    )
+                    poison = QueueClient.from_connection_string(connection_string, f"{queue_name}-poison")
+                    send_message(poison, message.content, encoded=True)  # as it was, decodable or not
                     queue.delete_message(message)
                     drained.poisoned += 1
                 else:
@@ -129,7 +128,10 @@ def drain_queue(function, connection_string: str, queue_name: str, max_deliverie
             drained.delivered += 1
 
 
-def _send(queue: QueueClient, content: str) -> None:
+def send_message(queue: QueueClient, text: str, *, encoded: bool = False) -> None:
+    """Send a message as a queue output binding does: its content base64 (host.json
+    messageEncoding; `encoded`: it is already), the queue created on first use."""
+    content = text if encoded else base64.b64encode(text.encode()).decode()
     try:
         queue.send_message(content)
     except ResourceNotFoundError:

@@ -5,8 +5,8 @@ against a real Azurite."""
 from __future__ import annotations
 
 import itertools
-import logging
 import json
+import logging
 
 import azure.functions as func
 import orjson

@@ -87,11 +87,15 @@ def prepare(
         fresh = bool(earlier.get("fresh_target"))
         return [_message(operation, request_data, r, fresh) for r in ranges if r.index not in done]
     hold = earlier.get("hold") or hold_backup(storage.backups, checked.manifest.backup)
-    records.save(storage, operation, status="running", hold=hold, begun=records.now_text(), ranges_planned=len(ranges))
-    if not request.force:
-        check_whole_backup(storage.backups, checked.manifest)  # a damaged backup changes nothing
+    try:
+        if not request.force:
+            check_whole_backup(storage.backups, checked.manifest)  # a damaged backup changes nothing
+    except BackupError:
+        release_hold(storage.backups, hold)
+        raise
+    # Recorded before the entry is written: a failure from here on ends the pair (fail()).
+    records.save(storage, operation, status="running", hold=hold, begun=records.now_text(), started=True)
     _audit(storage, operation, request, checked, "started", _plan(request, checked))
-    records.save(storage, operation, started=True)
     data = checked.data or storage
     exists = table_exists(data, checked.target)
     safety = {}
@@ -101,8 +105,7 @@ def prepare(
         records.save(storage, operation, **safety)
     if not exists:
         create_table(data, checked.target)
-    for key_range in ranges:
-        records.save_range(storage, operation, key_range.index, status="queued", **_bounds(key_range))
+    records.save_ranges(storage, operation, [{"index": r.index, "status": "queued", **_bounds(r)} for r in ranges])
     records.save(storage, operation, ranges=len(ranges), fresh_target=not exists)
     log.info(
         "restore %s of %s: %d key ranges queued",
@@ -208,8 +211,10 @@ def fail(storage: Storage, operation: str, request: RestoreRequest, why: str) ->
 def finish_if_complete(storage: Storage, operation: str, request: RestoreRequest) -> None:
     """If every range is done and nobody finished the operation yet: finish it."""
     rows = records.range_rows(storage, operation)
+    if not rows or any(r.get("status") != "done" for r in rows):
+        return  # the common case, one query: other ranges still to run
     head = records.row(storage, operation)
-    if not head or len(rows) < int(head.get("ranges") or 0) or any(r.get("status") != "done" for r in rows):
+    if not head or len(rows) < int(head.get("ranges") or 0):
         return
     if head.get("status") in ("succeeded", "failed"):
         return

@@ -56,6 +56,27 @@ def _upsert(storage: Storage, partition: str, row: str, fields: dict, what: str)
         raise _unreachable(error, what) from error
 
 
+def save_ranges(storage: Storage, operation: str, ranges: list[dict]) -> None:
+    """Record many ranges at once ({"index", **fields} each): one transaction per 100 rows (they
+    share a partition), not one request per range. Upserts: a retry writes the same rows."""
+    rows = [
+        {
+            "PartitionKey": ranges_partition(operation),
+            "RowKey": f"{fields['index']:05d}",
+            "updated_at": now_text(),
+            **{name: value for name, value in fields.items() if name != "index"},
+        }
+        for fields in ranges
+    ]
+    try:
+        for start in range(0, len(rows), 100):
+            _client(storage).submit_transaction(
+                [("upsert", row, {"mode": UpdateMode.MERGE}) for row in rows[start : start + 100]]
+            )
+    except AzureError as error:
+        raise _unreachable(error, f"recording the ranges of {operation}") from error
+
+
 def ranges_partition(operation: str) -> str:
     return f"ranges-{operation}"
 

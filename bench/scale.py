@@ -206,7 +206,15 @@ class Instances:
         return totals
 
     def errors(self) -> str:
-        return "\n".join(log.read_text()[-1500:] for log in self.logs if log.exists() and log.stat().st_size)
+        """The instances' lines that say an invocation failed (their retry lines left out)."""
+        lines = [
+            line
+            for log in self.logs
+            if log.exists()
+            for line in log.read_text().splitlines()
+            if " failed (delivery " in line
+        ]
+        return "\n".join(lines[-20:])
 
 
 def wait_for(
@@ -476,10 +484,10 @@ def report(limits: Limits, args, spread: list[Row], single: list[Row]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
-    parser.add_argument("--entities", type=int, default=20_000, help="entities of the table spread over partitions")
+    parser.add_argument("--entities", type=int, default=40_000, help="entities of the table spread over partitions")
     parser.add_argument("--partitions", type=int, default=200, help="its partitions")
     parser.add_argument("--part-entities", type=int, default=2_000, help="PART_TARGET_ENTITIES of the backup")
-    parser.add_argument("--restore-part-entities", type=int, default=2_000, help="RESTORE_PART_ENTITIES")
+    parser.add_argument("--restore-part-entities", type=int, default=4_000, help="RESTORE_PART_ENTITIES")
     parser.add_argument("--single-entities", type=int, default=3_000, help="entities of the one-partition table")
     parser.add_argument("--single-workers", type=int, default=1, help="instances for the one-partition table")
     parser.add_argument(

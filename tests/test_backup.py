@@ -199,9 +199,9 @@ def test_a_storage_error_that_persists_fails_without_a_listed_backup(
         monkeypatch.setenv("STORAGE_RETRIES", "1")
         get_settings.cache_clear()
         # The first page succeeds; the second fails on every retry.
-        proxy.failures = [None, 503, 503, 503]
+        proxy.failures = [None, 500, 500, 500]
 
-        with pytest.raises(BackupError, match="HTTP 503"):
+        with pytest.raises(BackupError, match="HTTP 500"):
             backup_table(Storage.from_settings(), table)
 
     assert catalog.list_backups(storage.backups, table) == []
@@ -250,3 +250,21 @@ def test_a_large_blob_is_read_in_bounded_ranges(storage, unique_name):
     assert sum(chunks) == size and len(chunks) >= 3 and max(chunks) <= BLOB_READ_BYTES
     reader = DataReader(storage.backups, manifest)
     assert list(reader.lines()) == lines and (reader.bytes, reader.sha256) == (size, sha256)
+
+
+def test_a_page_read_the_service_keeps_answering_server_busy_waits_for_it(
+    storage, monkeypatch, azurite_connection_string, unique_name
+):
+    """503 Server Busy after the SDK's own retries (STORAGE_RETRIES=1: two answers) is waited out
+    for up to BUSY_ROUNDS more rounds, not turned into a failed backup."""
+    table = unique_name("busyread")
+    seed_table(storage.tables, table, 1_500)
+    with tables_through_proxy(monkeypatch, azurite_connection_string) as proxy:
+        monkeypatch.setenv("STORAGE_RETRIES", "1")
+        get_settings.cache_clear()
+        proxy.failures = [None, 503, 503, 503, 503, 503]  # the second page: busy for three rounds
+
+        manifest = backup_table(Storage.from_settings(), table)
+
+    assert manifest.entities == 1_500
+    assert [status for _, _, status in proxy.seen].count(503) == 5

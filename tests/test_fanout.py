@@ -137,7 +137,7 @@ def test_a_part_that_fails_once_is_retried_and_completes(functions, fanned, monk
         monkeypatch.setenv("STORAGE_RETRIES", "0")
         get_settings.cache_clear()
         # The first read of the table (by the first part) fails; the queue delivers it again.
-        proxy.fail_matching, proxy.fail_matching_times = f"/{table}()", 1
+        proxy.fail_matching, proxy.fail_matching_times, proxy.fail_matching_status = f"/{table}()", 1, 500
 
         _, poisoned = daily_run(functions)
 

@@ -126,3 +126,23 @@ def test_the_sdk_retries_through_throttling_and_every_entity_arrives_once(azurit
         assert proxy.counters.refused_partition > 0
         assert proxy.counters.by_partition == {"a": 300}
     assert _count(direct, "a") == 300
+
+
+def test_the_writer_slows_down_when_throttled_and_every_entity_lands_once(azurite_connection_string, table):
+    """The product's own batch writer against the proxy: eight batches in flight at first, more than
+    the account allows; it gets 503s, halves what it keeps in flight, and still writes every entity
+    exactly once, with true counts (STORAGE_RETRIES=2 alone would not have been enough)."""
+    from tablebackup.storage.tablewriter import submit_operations, upsert_operations
+
+    name, direct = table
+    limits = Limits(partition_per_second=200, account_per_second=400, **FAST)
+    entities = [{"PartitionKey": f"p{i % 10}", "RowKey": f"{i:05d}", "n": i} for i in range(2000)]
+    entities.sort(key=lambda e: (e["PartitionKey"], e["RowKey"]))
+    with ThrottleProxy(table_port(azurite_connection_string), limits) as proxy:
+        throttled = _client(
+            through_proxy(azurite_connection_string, proxy.port), name, retry_total=2, retry_backoff_factor=0.05
+        )
+        outcome = submit_operations(throttled, upsert_operations(entities), workers=8)
+        assert proxy.counters.refused > 0 and outcome.busy > 0
+    assert (outcome.written, outcome.uncertain, outcome.failed) == (2000, 0, 0)
+    assert sum(1 for _ in direct.list_entities(select=["RowKey"])) == 2000

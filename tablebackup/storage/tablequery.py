@@ -7,6 +7,7 @@ the query through the SDK's pipeline (auth, retries, API version) and keep the r
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
@@ -74,15 +75,12 @@ def _unreachable(client: TableClient, error: AzureError) -> StorageUnavailable:
     )
 
 
-def fetch_page(client: TableClient, params: dict, continuation: Continuation) -> tuple[Page, Continuation]:
-    """One page of a query (params: $filter, $select, $top) from a continuation, and the next
-    page's continuation (None: the last page). iter_pages reads a whole query ahead of use."""
-    query = dict(params)
-    if continuation:
-        query["NextPartitionKey"] = continuation[0]
-        if continuation[1] is not None:
-            query["NextRowKey"] = continuation[1]
-    retry = RetrySettings.of(client)
+# Rounds of the pipeline's retries a page read answered 503 Server Busy gets, waiting between them.
+BUSY_ROUNDS = 3
+
+
+def _get(client: TableClient, query: dict, retry: RetrySettings):
+    """GET one page: the response and its body, read whole (asked for again if it is cut off)."""
     reason = ""
     for attempt in range(retry.retries + 1):
         if attempt:
@@ -95,14 +93,34 @@ def fetch_page(client: TableClient, params: dict, continuation: Continuation) ->
         except AzureError as error:
             raise _unreachable(client, error) from error
         try:
-            content = response.read()
-            break
+            return response, response.read()
         except AzureError as error:
             # A body cut off mid-read (IncompleteRead, a broken chunked encoding, a read timeout)
             # comes after the pipeline's retries: the page is asked for again here.
             if attempt == retry.retries:
                 raise _unreachable(client, error) from error
             reason = failure_reason(error)
+    raise AssertionError("unreachable")
+
+
+def fetch_page(client: TableClient, params: dict, continuation: Continuation) -> tuple[Page, Continuation]:
+    """One page of a query (params: $filter, $select, $top) from a continuation, and the next
+    page's continuation (None: the last page). iter_pages reads a whole query ahead of use."""
+    query = dict(params)
+    if continuation:
+        query["NextPartitionKey"] = continuation[0]
+        if continuation[1] is not None:
+            query["NextRowKey"] = continuation[1]
+    retry = RetrySettings.of(client)
+    for busy in itertools.count(1):
+        response, content = _get(client, query, retry)
+        if response.status_code != 503 or busy > BUSY_ROUNDS:
+            break
+        # Server Busy after the pipeline's own retries: the account or partition is over its
+        # target. The service asks for a slower pace, not for giving up (as the batch writer).
+        # The pipeline backed off already: a short wait (the first backoffs again), then a new round.
+        what = f"reading a page of table {client.table_name!r}"
+        retry.wait_to_retry(busy, what, "HTTP 503 (Server Busy), after its retries", BUSY_ROUNDS + 1)
     if response.status_code == 404:
         raise NotFound(f"table {client.table_name!r} does not exist in account {client.account_name!r}")
     if response.status_code == 400 and "$filter" in params:
@@ -110,7 +128,9 @@ def fetch_page(client: TableClient, params: dict, continuation: Continuation) ->
         # the caller's input, not a storage failure.
         raise InvalidInput(f"the Table service refused the filter: {_error_message(response)}")
     if response.status_code != 200:
-        raise BackupError(
+        # Busy or failing after every retry is transient (a queued work item is delivered again).
+        kind = StorageUnavailable if response.status_code in (408, 429, 500, 502, 503, 504) else BackupError
+        raise kind(
             f"querying table {client.table_name!r} failed with HTTP {response.status_code}: {_error_message(response)}"
         )
     next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")

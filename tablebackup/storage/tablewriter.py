@@ -87,6 +87,7 @@ class WriteOutcome:
     # Operations whose outcome is unknown: in a batch that failed after an attempt whose answer was
     # lost, or still in flight when a second interruption stopped the wait. 0 in every other case.
     uncertain: int = 0
+    busy: int = 0  # answers 503 Server Busy (throttled) its batches got and retried
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -100,6 +101,7 @@ class WriteOutcome:
         self.gone += other.gone
         self.failed += other.failed
         self.uncertain += other.uncertain
+        self.busy += other.busy
         self.errors += other.errors[: max(0, MAX_ERRORS - len(self.errors))]
 
     def counts(self) -> dict[str, int]:
@@ -255,7 +257,9 @@ def _failure(content: bytes) -> tuple[int, int | None, str] | None:
     return int(status), index, message
 
 
-def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: RetrySettings) -> tuple[bytes, bool]:
+def _post(
+    client: TableClient, batch: list[tuple[str, dict, bytes]], retry: RetrySettings, outcome: WriteOutcome
+) -> tuple[bytes, bool]:
     """POST the batch until the service answers it; returns the answer and whether an earlier
     attempt may have been applied (its answer lost)."""
     base = _base(client)
@@ -302,6 +306,7 @@ def _post(client: TableClient, batch: list[tuple[str, dict, bytes]], retry: Retr
             return content, ambiguous
         text = content[:200].decode(errors="replace").strip()
         if response.status_code == 503:
+            outcome.busy += 1
             # Server Busy: the account or partition is over its target. The service asks for a
             # slower pace, not for giving up: more patience than for a fault (BUSY_RETRIES).
             attempts = max(attempts, BUSY_RETRIES + 1)
@@ -346,7 +351,7 @@ def _send(
     rest still written, else it fails the whole write."""
     outcome = WriteOutcome() if outcome is None else outcome
     while batch:
-        content, ambiguous = _post(client, batch, retry)
+        content, ambiguous = _post(client, batch, retry, outcome)
         failure = _failure(content)
         if failure is None:
             outcome.applied(batch)
@@ -401,11 +406,17 @@ def submit_operations(
     pending: _InFlight = {}
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="table-batch")
     abandoned = False
+    # Batches in flight or queued: halved when one was throttled (503 Server Busy), one more after
+    # each that was not, as Azure asks of clients over its targets; many writers, on many instances,
+    # then settle at the pace the account allows instead of retrying in a crowd.
+    allowed = workers * 2
     try:
         for batch in _batches(operations, _base(client), client.table_name):
-            if len(pending) >= workers * 2:
+            while len(pending) >= allowed:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                busy = outcome.busy
                 _collect(finished, pending, on_progress, outcome)
+                allowed = max(1, allowed // 2) if outcome.busy > busy else min(workers * 2, allowed + 1)
             done = WriteOutcome()
             pending[pool.submit(_send, client, batch, retry, isolate_refusals, done)] = (len(batch), done)
         _collect(wait(pending).done, pending, on_progress, outcome)

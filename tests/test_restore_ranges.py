@@ -311,3 +311,36 @@ def test_the_cli_refuses_a_parallel_count_out_of_range(queued, source, capsys):
     for value in ("0", "-1", "x", "65"):
         assert main(["restore", "--table", client.table_name, "--backup", "latest", "--parallel", value]) == 2
         assert "--parallel" in capsys.readouterr().err
+
+
+def test_a_range_whose_delivery_breaks_unexpectedly_is_not_taken_for_a_duplicate(
+    functions, queued, source, unique_name, monkeypatch
+):
+    """The worker dies of something unforeseen after writing (here: an error raised once, after the
+    real write): the queue delivers the range again within the lease, and it must run, not be
+    skipped as a duplicate of a range still `running`."""
+    from tablebackup.restore import fanout
+
+    client, original, _ = source
+    target = unique_name("broken")
+    response, jobs = _post(functions, {"table": client.table_name, "backup": "latest", "target": target})
+    operation = orjson.loads(response.get_body())["operation"]
+    worker = functions["restore_worker"].get_user_function()
+    ranges = invoke(worker, QueueMessage(id="first", body=jobs.value.encode(), dequeue_count=1))
+    real = fanout.write_range
+
+    def breaks_once(*args, **kwargs):
+        monkeypatch.setattr(fanout, "write_range", real)
+        real(*args, **kwargs)
+        raise RuntimeError("the worker broke after writing")
+
+    monkeypatch.setattr(fanout, "write_range", breaks_once)
+    with pytest.raises(RuntimeError):
+        invoke(worker, QueueMessage(id="r0", body=ranges[0].encode(), dequeue_count=1))
+    assert records.range_row(queued, operation, 0)["status"] == "retrying"
+
+    assert deliver(worker, ranges) == {}  # the redelivery of range 0, and the others
+
+    status = _status(functions, operation)
+    assert status["status"] == "succeeded" and status["result"]["restored"] == 1340
+    assert table_state(queued.tables.get_table_client(target)) == original

@@ -12,6 +12,7 @@ claims it. A range that fails is delivered again on its own; a range already don
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -179,6 +180,11 @@ def run_range(
         records.save_range(storage, operation, key_range.index, status="failed", error=str(error))
         fail(storage, operation, request, f"{key_range.describe()}: {error}")
         return
+    except Exception as error:
+        # Anything else: not `running` any more, or the redelivery would take itself for a duplicate.
+        with contextlib.suppress(BackupError):
+            records.save_range(storage, operation, key_range.index, status="retrying", error=str(error)[:4000])
+        raise
     counts = {"restored": tally.restored, "deleted": tally.deleted, "skipped": tally.skipped, "erased": erased}
     records.save_range(
         storage, operation, key_range.index, status="done", progress=tally.restored + tally.deleted, **counts

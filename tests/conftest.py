@@ -29,6 +29,17 @@ def azurite_connection_string():
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def other_account():
+    """A second Azurite: another storage account (the one in a healthy region, a clean one after an
+    incident, or the only one left after the data account is lost). Started on first use."""
+    server = azurite_process.start(in_memory=True)
+    try:
+        yield server.connection_string
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def unique_name():
     """A fresh valid table name per call, so tests never share state."""

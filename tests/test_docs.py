@@ -282,18 +282,6 @@ def _run(ws: Workspace, example: Example, capsys, monkeypatch) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def other_account():
-    """A second Azurite, for the examples that restore or import into another account."""
-    from localdev import azurite as azurite_process
-
-    server = azurite_process.start(in_memory=True)
-    try:
-        yield server.connection_string
-    finally:
-        server.stop()
-
-
 @pytest.mark.parametrize("page", PAGES_WITH_EXAMPLES, ids=_rel)
 def test_every_example_runs(page, audit_storage, unique_name, tmp_path, monkeypatch, capsys, request):
     ws = Workspace(table=unique_name("candidates"), folder=tmp_path, storage=audit_storage)

@@ -122,18 +122,6 @@ def test_cli_erase(storage, unique_name):
     assert missing_reason.returncode == 2 and "--reason" in missing_reason.stderr
 
 
-@pytest.fixture(scope="module")
-def other_account():
-    """A second Azurite: another storage account, as after the data account is lost."""
-    from localdev import azurite as azurite_process
-
-    server = azurite_process.start(in_memory=True)
-    try:
-        yield server.connection_string
-    finally:
-        server.stop()
-
-
 def test_the_register_outlives_the_data_account(storage, erased, other_account, monkeypatch):
     """The data account is gone: a restore into a new account still leaves the erased person out,
     because the register lives with the backups, not with the data."""

@@ -8,7 +8,6 @@ line (CLI exit 2, HTTP 400) that never shows a connection string, and writes not
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import shlex
 import subprocess
@@ -27,22 +26,11 @@ from tablebackup.core.settings import get_settings
 from tablebackup.repository import catalog
 from tablebackup.repository.erasures import erase
 from tablebackup.storage.targets import in_target_account
+from tests.test_empty_options import run_cli_here as run_here
 from tests.wire import table_state
 
 SETTING = "DR_STORAGE_CONNECTION_STRING"
 KEY = ("O'Brien & Sons", "0000021")  # one of the 40 sample entities
-
-
-@pytest.fixture(scope="module")
-def other_account():
-    """A second Azurite: the account in a healthy region, or the clean one after an incident."""
-    from localdev import azurite as azurite_process
-
-    server = azurite_process.start(in_memory=True)
-    try:
-        yield server.connection_string
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -62,18 +50,6 @@ def erased_in_a(audit_storage, unique_name):
     manifest = backup_table(audit_storage, table)
     erase(audit_storage, table, *KEY, reason="request 22", actor="dpo")
     return table, backed_up, manifest, table_state(client)
-
-
-def run_here(*args: str) -> subprocess.CompletedProcess:
-    """The CLI's main() in this process, with its own stdout and stderr."""
-    from tablebackup.cli.app import main
-
-    out, err = io.StringIO(), io.StringIO()
-    get_settings.cache_clear()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    get_settings.cache_clear()
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _post_restore(functions, body: dict, jobs: QueueOutput | None = None) -> func.HttpResponse:

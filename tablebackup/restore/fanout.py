@@ -31,6 +31,7 @@ from tablebackup.restore.restorer import (
     SAFETY_MODES,
     RestoreRequest,
     RestoreResult,
+    audit_plan,
     check_request,
     record_completed,
     take_safety_backup,
@@ -45,18 +46,6 @@ log = logging.getLogger(__name__)
 # message for it (a redelivered plan) leaves it alone. Progress is recorded every 5 s.
 LEASE_SECONDS = 120
 _PROGRESS_EVERY_SECONDS = 5.0
-
-
-def _plan(request: RestoreRequest, checked) -> dict:
-    return {
-        "table": request.table,
-        "backup": checked.manifest.backup,
-        "target": checked.target,
-        "mode": request.mode,
-        "filter": request.filter,
-        "chosen": checked.chosen,
-        **({"target_account": checked.account.name} if checked.account else {}),
-    }
 
 
 def _audit(storage: Storage, operation: str, request: RestoreRequest, checked, phase: str, details: dict) -> None:
@@ -96,7 +85,7 @@ def prepare(
         raise
     # Recorded before the entry is written: a failure from here on ends the pair (fail()).
     records.save(storage, operation, status="running", hold=hold, begun=records.now_text(), started=True)
-    _audit(storage, operation, request, checked, "started", _plan(request, checked))
+    _audit(storage, operation, request, checked, "started", audit_plan(request, checked))
     data = checked.data or storage
     exists = table_exists(data, checked.target)
     safety = {}
@@ -209,9 +198,8 @@ def fail(storage: Storage, operation: str, request: RestoreRequest, why: str) ->
     except BackupError:
         return
     done = {**_totals(records.range_rows(storage, operation)), "safety_backup": head.get("safety_backup")}
-    _audit(
-        storage, operation, request, checked, "ended", {**_plan(request, checked), **done, "outcome": f"failed: {why}"}
-    )
+    ended = {**audit_plan(request, checked), **done, "outcome": f"failed: {why}"}
+    _audit(storage, operation, request, checked, "ended", ended)
 
 
 def finish_if_complete(storage: Storage, operation: str, request: RestoreRequest) -> None:
@@ -247,7 +235,8 @@ def finish_if_complete(storage: Storage, operation: str, request: RestoreRequest
     if head.get("hold"):
         release_hold(storage.backups, head["hold"])
     answer = {**result.as_json(), "ranges": len(rows)}
-    _audit(storage, operation, request, checked, "ended", {**_plan(request, checked), **answer, "outcome": "succeeded"})
+    ended = {**audit_plan(request, checked), **answer, "outcome": "succeeded"}
+    _audit(storage, operation, request, checked, "ended", ended)
     records.save(storage, operation, status="succeeded", result=orjson.dumps(answer).decode())
     log.info(
         "restore %s complete: table=%s target=%s ranges=%d restored=%d deleted=%d",

@@ -235,6 +235,19 @@ def _backup_entities(
             yield entity
 
 
+def audit_plan(request: RestoreRequest, checked: _Checked) -> dict:
+    """What a restore will do, as its `started` audit entry says (and its `ended` one repeats)."""
+    return {
+        "table": request.table,
+        "backup": checked.manifest.backup,
+        "target": checked.target,
+        "mode": request.mode,
+        "filter": request.filter,
+        "chosen": checked.chosen,
+        **({"target_account": checked.account.name} if checked.account else {}),
+    }
+
+
 def undo_command(
     target: str, safety_backup: str, query_filter: str | None = None, target_account: str | None = None
 ) -> str:
@@ -314,15 +327,7 @@ def restore(
     begun = datetime.now(UTC)
     checked = check_request(storage, request)
     manifest, target = checked.manifest, checked.target
-    plan = {
-        "table": request.table,
-        "backup": manifest.backup,
-        "target": target,
-        "mode": request.mode,
-        "filter": request.filter,
-        "chosen": checked.chosen,
-        **({"target_account": checked.account.name} if checked.account else {}),
-    }
+    plan = audit_plan(request, checked)
     audit = (
         operation_entries(storage, "RESTORE", request.actor, target, plan, record=not request.dry_run)
         if within is None
